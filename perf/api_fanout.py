@@ -21,7 +21,7 @@ os.environ.setdefault("STILLROOM_NO_PROGRESS", "1")
 from stillroom import Context, GenerationRequest  # noqa: E402
 from stillroom.cache import CallCache  # noqa: E402
 from stillroom.plugins.openai.endpoint import OpenAIEndpoint  # noqa: E402
-from stillroom.plugins.openai.fault_server import start_fault_server  # noqa: E402
+from stillroom.testing.fault_server import start_fault_server  # noqa: E402
 
 
 def endpoint(base_url: str, concurrency: int, context: Context) -> OpenAIEndpoint:

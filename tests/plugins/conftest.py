@@ -1,10 +1,10 @@
-"""Loopback fault-injection servers (plugins/openai/fault_server.py) for the tests of this folder."""
+"""Loopback fault-injection servers (stillroom.testing.fault_server) for the tests of this folder."""
 
 from __future__ import annotations
 
 import pytest
 
-from stillroom.plugins.openai.fault_server import start_fault_server
+from stillroom.testing.fault_server import start_fault_server
 
 
 @pytest.fixture

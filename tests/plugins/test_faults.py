@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from stillroom.plugins.openai.fault_server import FAULTS, start_fault_server
+from stillroom.testing.fault_server import FAULTS, start_fault_server
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "two plus two"}]}
 

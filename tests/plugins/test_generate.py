@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stillroom.plugins.openai.fault_server import start_fault_server
+from stillroom.testing.fault_server import start_fault_server
 
 STILLROOM = str(Path(sys.executable).with_name("stillroom"))
 

@@ -214,7 +214,7 @@ def api_spec(root: Path, tiny: Path, urls: dict[str, str], **top: object) -> Pat
 
 
 def _one_api_run(root: Path, tiny: Path, faulty: bool) -> ApiRun:
-    from stillroom.plugins.openai.fault_server import start_fault_server
+    from stillroom.testing.fault_server import start_fault_server
 
     root.mkdir(parents=True, exist_ok=True)
     faults = FAULTS if faulty else {}

@@ -140,7 +140,7 @@ def _nan_budget(spec: dict) -> None:
 
 def _disk_full_cache(ctx: Ctx) -> list[str]:
     """`stillroom generate` whose answers do not fit: the call cache's write fails (files capped at 40 kB)."""
-    from stillroom.plugins.openai.fault_server import start_fault_server
+    from stillroom.testing.fault_server import start_fault_server
 
     server = start_fault_server()
     ctx.cleanup.append(server.stop)

@@ -15,7 +15,7 @@ from relkit import KEY_ENV, SENTINEL, api_spec, cli_env, half_written, sqlite_ok
 
 def test_two_runs_and_a_generate_share_cache_and_store(tmp_path, tiny_model_dir):
     from stillroom import Completion
-    from stillroom.plugins.openai.fault_server import start_fault_server
+    from stillroom.testing.fault_server import start_fault_server
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "home").mkdir()

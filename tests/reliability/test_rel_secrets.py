@@ -48,7 +48,7 @@ def test_sentinel_never_written_by_a_run_through_faults(runs):
 
 
 def _server(**options):
-    from stillroom.plugins.openai.fault_server import start_fault_server
+    from stillroom.testing.fault_server import start_fault_server
 
     return start_fault_server(**options)
 

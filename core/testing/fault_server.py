@@ -6,7 +6,7 @@ answers are a pure function of the request, so a run through faults must end wit
 fault-free run. Which attempt fails is a function of the seed, the request body and how many times that body
 was seen, so a given seed gives the same fault pattern whatever order concurrent requests arrive in.
 
-Run it with ``python -m stillroom.plugins.openai.fault_server --port 0 --rate-429 0.1 ...``; it prints
+Run it with ``python -m stillroom.testing.fault_server --port 0 --rate-429 0.1 ...``; it prints
 ``listening on http://127.0.0.1:PORT`` once ready. Tests use :func:`start_fault_server`, which runs it in a
 subprocess and stops it by PID. It binds to loopback only and must never be exposed.
 
@@ -387,7 +387,7 @@ def start_fault_server(*, timeout: float = 30.0, **options: Any) -> FaultServerP
     unknown = set(options) - set(FaultOptions.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown fault server options: {sorted(unknown)}")
-    command = [sys.executable, "-m", "stillroom.plugins.openai.fault_server", "--port", "0"]
+    command = [sys.executable, "-m", "stillroom.testing.fault_server", "--port", "0"]
     for key, value in options.items():
         if value is not None:
             command += ["--" + key.replace("_", "-"), str(value)]
@@ -413,7 +413,7 @@ def start_fault_server(*, timeout: float = 30.0, **options: Any) -> FaultServerP
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stillroom.plugins.openai.fault_server",
+    parser = argparse.ArgumentParser(prog="python -m stillroom.testing.fault_server",
                                      description="An OpenAI-compatible loopback server that injects faults.")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one, printed on start)")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every generation request")
