@@ -1,17 +1,23 @@
-"""The HTML leaderboard report: one self-contained file (inline CSS, JS and SVG; nothing is fetched).
+"""The HTML report: one self-contained page (inline CSS, JS, SVG and data; nothing is fetched, works from file://).
 
-Sections: a sortable table (click or press Enter on a header), one bar chart per evaluator and metric with
-95% intervals (``ci_low``/``ci_high`` when recorded, else value +/- 1.96 stderr), learning dynamics when a
-model has per-iteration data, and each model's lineage. Per-iteration data comes in two forms:
+Sections, each omitted when it has nothing to show:
 
-- a result whose metric is ``iteration/<k>/<name>`` (k an integer): ``name`` measured after iteration k,
-  e.g. ``iteration/2/accuracy`` from an evaluator that scores each iteration's checkpoint;
-- ``models.extra["iterations"]``: a list of dicts with an integer ``iteration`` and numeric fields (a
-  method sets ``job.info["iterations"]``, which ``core/runs.py`` records as the model's ``extra``),
-  e.g. ``{"iteration": 1, "hard_examples": 40, "train_pool": 240}``.
+- the leaderboard pivoted by ``leaderboard.pivot``: one row per model entry, per benchmark metric the value
+  with its 95% interval (and per-seed values), the verdict against the run's reference with its p-value, and
+  the budget the entry consumed; sortable by any header;
+- a verdict matrix per run and metric from ``significance.pairwise``: every pair, difference and p-value,
+  coloured where p < 0.05;
+- training curves: loss against optimizer step per entry, seeds overlaid, from each training stage's
+  ``log_history.jsonl`` (``log_history.json`` or a ``losses`` list as fallbacks);
+- cost against quality: each entry as a point (FLOPs, tokens or calls against a metric), Pareto front marked;
+- per-sample drill-down from each evaluation's ``samples.jsonl``: prompt, reference, prediction and score, the
+  other entries' answers to the same item, and a filter to items where two entries disagree;
+- method dynamics: per-iteration fields (lion's ``dynamics.json``, or ``models.extra["iterations"]``, or
+  ``iteration/<k>/<name>`` results) and the pseudo-target mix of stages that record ``student_steps``;
+- lineage.
 
-Each (evaluator, name) or method field becomes one line chart with a line per model. Iteration results are
-left out of the main table and bar charts. This module only formats rows it is given.
+Charts are drawn in the browser by ``report_assets/report.js`` from the JSON embedded in the page, so they can
+measure their labels; ``report_data`` reads what the run folders hold. This module formats; it writes nothing.
 """
 
 from __future__ import annotations
@@ -20,184 +26,297 @@ import json
 import math
 import time
 from html import escape
+from importlib import resources
 from typing import Any
 
-from stillroom.leaderboard import COLUMNS, TEXT_COLUMNS, cell_text
-from stillroom.significance import Z95
+from stillroom.report_data import ITERATION_PREFIX, SAMPLE_CAP, method_dynamics, number, sample_view, training_curves
 
-ITERATION_PREFIX = "iteration/"
-ROLE_COLOURS = {"teacher": "#7b3fa0", "base": "#8a8f98", "method": "#2874a6"}
-LINE_COLOURS = ["#2874a6", "#c0392b", "#27ae60", "#d68910", "#7b3fa0", "#138d75", "#5d6d7e", "#a04000"]
-
-STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#1c2833}
-table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:3px 8px;border-bottom:1px solid #d5d8dc}
-th{cursor:pointer;background:#f4f6f7;text-align:left;user-select:none}td.num{text-align:right}
-th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-.charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}figcaption{font-weight:600}
-svg text{font-size:11px;fill:#1c2833}.axis{stroke:#aab7b8}.ci{stroke:#1c2833;stroke-width:1.5}
-pre{margin:0;white-space:pre-wrap;font-size:12px}.muted{color:#5d6d7e}"""
-
-SCRIPT = """function key(cell) { return cell.dataset.value !== undefined ? cell.dataset.value : cell.textContent; }
-document.querySelectorAll("table.sortable").forEach(function (table) {
-  var heads = Array.from(table.tHead.rows[0].cells);
-  heads.forEach(function (th, index) {
-    function sort() {
-      var ascending = th.getAttribute("aria-sort") !== "ascending", numeric = th.dataset.type === "num";
-      heads.forEach(function (other) { other.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-      var body = table.tBodies[0], rows = Array.from(body.rows);
-      rows.sort(function (a, b) {
-        var x = key(a.cells[index]), y = key(b.cells[index]);
-        if (x === "" || y === "") return (x === "") - (y === "");  /* empty cells last either way */
-        var order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
-        return ascending ? order : -order;
-      });
-      rows.forEach(function (row) { body.appendChild(row); });
-    }
-    th.addEventListener("click", sort);
-    th.addEventListener("keydown", function (event) { if (event.key === "Enter") sort(); });
-  });
-});"""
+BUDGET = [("optimizer_steps", "steps"), ("train_sequences", "sequences"), ("train_tokens", "train tokens"),
+          ("teacher_forward_tokens", "teacher fwd tokens"), ("teacher_calls", "teacher calls"),
+          ("teacher_calls_paid", "paid calls"), ("teacher_tokens", "teacher tokens"),
+          ("student_generated_tokens", "generated tokens"), ("flops_estimate", "FLOPs"),
+          ("wall_seconds", "wall s"), ("cost", "cost $")]
+COST_AXES = ("flops_estimate", "teacher_tokens", "teacher_forward_tokens", "train_tokens", "teacher_calls",
+             "wall_seconds", "cost")
 
 
-def is_iteration(row: dict[str, Any]) -> bool:
-    return str(row.get("metric", "")).startswith(ITERATION_PREFIX)
+def compact(value: Any) -> str:
+    """Numbers as people read them in a table: 1750 -> 1.75k, 2.4e12 -> 2.4T, 0.1234 -> 0.123."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "" if value is None else str(value)
+    size = abs(value)
+    if size == 0:
+        return "0"
+    if size < 1e-3:
+        return f"{value:.1e}"
+    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if size >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
-def interval(row: dict[str, Any]) -> tuple[float, float] | None:
-    if row.get("ci_low") is not None and row.get("ci_high") is not None:
-        return row["ci_low"], row["ci_high"]
-    if row.get("stderr") is not None:
-        return row["value"] - Z95 * row["stderr"], row["value"] + Z95 * row["stderr"]
-    return None
+def _data_attr(value: Any) -> str:
+    return "" if value is None else escape(str(value))
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    heads = "".join(f'<th tabindex="0" data-type="{"text" if c in TEXT_COLUMNS else "num"}">{c}</th>' for c in COLUMNS)
+# ---- entries ------------------------------------------------------------------------------------------------
+
+def entry_names(entries: list[dict[str, Any]]) -> list[str]:
+    """A unique display name per entry: its label when every entry comes from one run (the title names the run),
+    else the model name, with the run id when one name appears in several runs."""
+    labels = [e.get("entry") or e["model"] for e in entries]
+    if len({e["run_id"] for e in entries}) == 1 and len(set(labels)) == len(labels):
+        return labels
+    models = [e["model"] for e in entries]
+    return [m if models.count(m) == 1 else f"{m} ({e['run_id']})" for m, e in zip(models, entries)]
+
+
+def metric_columns(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The benchmark metrics of the pivot, titled as the terminal leaderboard titles them."""
+    from stillroom.leaderboard import metric_title
+
+    found: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        for key, cell in entry["metrics"].items():
+            if not str(cell.get("metric", "")).startswith(ITERATION_PREFIX):
+                higher = cell.get("higher_is_better")  # SQLite keeps it as 0/1; unknown counts as higher
+                found.setdefault(key, {"key": key, "label": metric_title(key),
+                                       "higher_is_better": True if higher is None else bool(higher)})
+    return list(found.values())
+
+
+# ---- HTML ------------------------------------------------------------------------------------------------------
+
+def _interval(cell: dict[str, Any]) -> str:
+    low, high = cell.get("ci_low"), cell.get("ci_high")
+    return f'<span class="ci">[{compact(low)}, {compact(high)}]</span>' if low is not None and high is not None else ""
+
+
+def _verdict_cell(entry: dict[str, Any], cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return '<td class="num"></td>'
+    if entry.get("is_reference"):
+        return '<td class="num verdict-reference" data-value="0">reference</td>'
+    verdict, diff, p = cell.get("verdict"), cell.get("diff_vs_reference"), cell.get("p_value")
+    if verdict is None and diff is None:
+        return '<td class="num"></td>'
+    css = {"better": "verdict-better", "worse": "verdict-worse"}.get(verdict or "", "")
+    shown = {"no difference detected": "no difference"}.get(verdict or "", verdict or "")
+    sign = "+" if (diff or 0) > 0 else ""
+    p_text = f" p={p:.2g}" if p is not None else ""
+    low, high = cell.get("diff_ci_low"), cell.get("diff_ci_high")
+    title = f"{verdict or ''}: difference {compact(diff)}" + (f" [{compact(low)}, {compact(high)}]" if low is not None
+                                                               and high is not None else "") + p_text
+    return (f'<td class="num verdict {css}" data-value="{_data_attr(diff)}" title="{escape(title)}">{escape(shown)}'
+            f'<span class="seeds">{sign}{compact(diff)}{p_text}</span></td>')
+
+
+def pivot_table(entries: list[dict[str, Any]], names: list[str], metrics: list[dict[str, Any]]) -> str:
+    # a column no entry measured, or that is zero for every entry, says nothing at a glance: left out (and named)
+    budget = [(key, label) for key, label in BUDGET if any(number(e.get(key)) for e in entries)]
+    zero = [label for key, label in BUDGET if (key, label) not in budget
+            and any(number(e.get(key)) is not None for e in entries)]
+    heads = ['<th data-type="text">entry</th>', '<th data-type="text">method</th>', '<th data-type="text">seeds</th>']
+    for metric in metrics:
+        arrow = "higher is better" if metric["higher_is_better"] else "lower is better"
+        heads.append(f'<th class="num" data-type="num" data-metric="{escape(metric["key"])}" title="{arrow}">'
+                     f'{escape(metric["label"])}</th>')
+        heads.append(f'<th class="num" data-type="num" title="difference from the reference, Holm-corrected p-value">'
+                     f'vs reference</th>')
+    heads += [f'<th class="num" data-type="num" data-budget="{key}">{escape(label)}</th>' for key, label in budget]
     body = []
-    for row in rows:
-        cells = [(c, row.get(c), "" if row.get(c) is None else str(row[c])) for c in COLUMNS]
-        body.append("<tr>" + "".join(f'<td data-value="{escape(raw)}"{"" if c in TEXT_COLUMNS else " class=num"}>'
-                                     f"{escape(cell_text(value))}</td>" for c, value, raw in cells) + "</tr>")
-    return (f'<table id="leaderboard" class="sortable"><thead><tr>{heads}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    for entry, name in zip(entries, names):
+        seeds = entry.get("seeds") or []
+        cells = [f'<td data-value="{escape(name)}">{escape(name)}</td>',
+                 f'<td>{escape(entry.get("method") or entry.get("role") or "")}</td>',
+                 f'<td>{escape(", ".join(map(str, seeds)))}</td>']
+        for metric in metrics:
+            cell = entry["metrics"].get(metric["key"])
+            if cell is None:
+                cells += ['<td class="num"></td>', '<td class="num"></td>']
+                continue
+            per_seed = cell.get("per_seed") or {}
+            seeds_text = ("seeds: " + " ".join(compact(v) for v in per_seed.values())) if len(per_seed) > 1 else ""
+            cells.append(f'<td class="num" data-value="{_data_attr(cell.get("value"))}">{compact(cell.get("value"))} '
+                         f'{_interval(cell)}<span class="seeds">{escape(seeds_text)}</span></td>')
+            cells.append(_verdict_cell(entry, cell))
+        cells += [f'<td class="num" data-value="{_data_attr(number(entry.get(key)))}">{compact(number(entry.get(key)))}'
+                  f'</td>' for key, _ in budget]
+        body.append(f'<tr data-entry="{escape(name)}">' + "".join(cells) + "</tr>")
+    note = f'<p class="muted small">Zero for every entry: {escape(", ".join(zero))}.</p>' if zero else ""
+    return (f'<div class="scroll"><table id="pivot" class="sortable"><thead><tr>{"".join(heads)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>{note}')
 
 
-def axis(low: float, high: float, count: int = 5) -> tuple[float, float, list[float]]:
-    """A rounded axis covering [low, high]: (low, high, ticks), steps of 1, 2, 2.5 or 5 times a power of ten."""
-    high = high if high > low else low + 1.0
-    power = 10 ** math.floor(math.log10((high - low) / (count - 1)))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power * (count - 1) >= high - low)
-    low, high = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
-    return low, high, [round(low + i * step, 12) for i in range(round((high - low) / step) + 1)]
-
-
-def bar_chart(title: str, rows: list[dict[str, Any]]) -> str:
-    """Horizontal bars, one per model, with interval whiskers; values below zero grow leftwards."""
-    spans = [interval(r) or (r["value"], r["value"]) for r in rows]
-    low, high, ticks = axis(min([0.0, *(r["value"] for r in rows), *(s[0] for s in spans)]),
-                            max([0.0, *(r["value"] for r in rows), *(s[1] for s in spans)]))
-    left, width, bar, gap = 230, 360, 18, 6
-    height = 24 + len(rows) * (bar + gap)
-    x = lambda v: left + (v - low) / (high - low) * width  # noqa: E731
-    out = [f'<figure><figcaption>{escape(title)}</figcaption><svg class="chart" width="{left + width + 60}" '
-           f'height="{height + 20}" role="img" aria-label="{escape(title)}">']
-    for tick in ticks:
-        out.append(f'<line class="axis" x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="0" y2="{height - 8}"/>'
-                   f'<text x="{x(tick):.1f}" y="{height + 6}" text-anchor="middle">{tick:.3g}</text>')
-    names = [r["model"] for r in rows]
-    for i, (row, span) in enumerate(zip(rows, spans)):
-        y = 8 + i * (bar + gap)
-        x0, x1 = sorted((x(0.0), x(row["value"])))
-        name = row["model"] + (f' ({row["run_id"]})' if names.count(row["model"]) > 1 else "")  # --history
-        label = f'{name}: {row["value"]:.4g}' + (f" [{span[0]:.4g}, {span[1]:.4g}]" if interval(row) else "")
-        out.append(f'<text x="{left - 6}" y="{y + bar - 5}" text-anchor="end">{escape(name)}</text>'
-                   f'<rect class="bar" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{bar}" '
-                   f'fill="{ROLE_COLOURS.get(row.get("role"), "#2874a6")}"><title>{escape(label)}</title></rect>')
-        if interval(row):
-            a, b, mid = x(span[0]), x(span[1]), y + bar / 2
-            out.append(f'<path class="ci" d="M{a:.1f} {mid}H{b:.1f}M{a:.1f} {mid - 5}v10M{b:.1f} {mid - 5}v10"/>')
-    return "".join(out) + "</svg></figure>"
-
-
-def iteration_series(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, float]]]:
-    """{series title: {model: {iteration: value}}} from both conventions; malformed points are skipped."""
-    series: dict[str, dict[str, dict[int, float]]] = {}
-
-    def add(title: str, model: str, iteration: Any, value: Any) -> None:
-        if isinstance(iteration, int) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value):
-            series.setdefault(title, {}).setdefault(model, {})[iteration] = float(value)
-
-    for row in rows:
-        parts = row["metric"].split("/", 2)
-        if is_iteration(row) and len(parts) == 3 and parts[1].isdigit():
-            add(f"{row['evaluator']}: {parts[2]}", row["model"], int(parts[1]), row["value"])
-        extra = row.get("extra")
-        for point in (extra.get("iterations") if isinstance(extra, dict) else None) or []:
-            for name, value in point.items() if isinstance(point, dict) else ():
-                if name != "iteration":
-                    add(f"{row.get('method') or 'method'}: {name}", row["model"], point.get("iteration"), value)
-    return series
-
-
-def line_chart(title: str, lines: dict[str, dict[int, float]]) -> str:
-    steps = sorted({k for points in lines.values() for k in points})
-    values = [v for points in lines.values() for v in points.values()]
-    low, high, ticks = axis(min(values), max(values))
-    left, top, width, height = 50, 10, 380, 160
-    x = lambda k: left + (steps.index(k) / max(len(steps) - 1, 1)) * width  # noqa: E731
-    y = lambda v: top + height - (v - low) / (high - low) * height  # noqa: E731
-    out = [f'<figure><figcaption>{escape(title)}</figcaption><svg class="chart dynamics" width="{left + width + 170}" '
-           f'height="{top + height + 30}" role="img" aria-label="{escape(title)}">']
-    for tick in ticks:
-        out.append(f'<line class="axis" x1="{left}" x2="{left + width}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
-                   f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
-    for k in steps:
-        out.append(f'<text x="{x(k):.1f}" y="{top + height + 16}" text-anchor="middle">{k}</text>')
-    for i, (model, points) in enumerate(sorted(lines.items())):
-        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
-        coords = " ".join(f"{x(k):.1f},{y(v):.1f}" for k, v in sorted(points.items()))
-        out.append(f'<polyline class="line" fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
-        out += [f'<circle cx="{x(k):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"><title>{escape(model)} '
-                f'iteration {k}: {v:.4g}</title></circle>' for k, v in sorted(points.items())]
-        out.append(f'<text x="{left + width + 10}" y="{top + 12 + 14 * i}" fill="{colour}">{escape(model)}</text>')
-    return "".join(out) + "</svg></figure>"
+def verdict_matrices(pairs: list[dict[str, Any]], entries: list[dict[str, Any]], names: list[str],
+                     metrics: list[dict[str, Any]]) -> str:
+    """One table per run and metric: row A, column B, cell = A - B and its (uncorrected) p-value."""
+    display = {(e["run_id"], e["model"]): n for e, n in zip(entries, names)}
+    higher = {m["key"]: m["higher_is_better"] for m in metrics}
+    labels = {m["key"]: m["label"] for m in metrics}
+    grouped: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+    for pair in pairs:
+        cells = grouped.setdefault((pair["run_id"], pair["key"]), {})
+        cells[pair["a"], pair["b"]] = pair
+        cells[pair["b"], pair["a"]] = {**pair, "difference": -pair["difference"]}
+    out = []
+    for (run_id, key), cells in sorted(grouped.items(), key=lambda item: (item[0][0], list(higher).index(item[0][1])
+                                                                            if item[0][1] in higher else 99)):
+        compared = {a for a, _ in cells}
+        models = [e["model"] for e in entries if e["run_id"] == run_id and e["model"] in compared]
+        heads = "".join(f"<th>{escape(display[run_id, m])}</th>" for m in models)
+        rows = []
+        for a in models:
+            tds = []
+            for b in models:
+                pair = cells.get((a, b))
+                if a == b or pair is None:
+                    tds.append('<td class="self">&mdash;</td>' if a == b else "<td></td>")
+                    continue
+                diff, p = pair["difference"], pair.get("p_value")
+                good = diff > 0 if higher.get(key, True) else diff < 0
+                css = "sig-none" if p is None or p >= 0.05 or diff == 0 else ("sig-pos" if good else "sig-neg")
+                p_text = f"p={p:.2g}" if p is not None else ""
+                tds.append(f'<td class="{css}" data-a="{escape(a)}" data-b="{escape(b)}" data-p="{_data_attr(p)}" '
+                           f'title="{escape(display[run_id, a])} - {escape(display[run_id, b])}">'
+                           f'{"+" if diff > 0 else ""}{compact(diff)}<br><span class="muted">{p_text}</span></td>')
+            rows.append(f"<tr><th>{escape(display[run_id, a])}</th>{''.join(tds)}</tr>")
+        caption = f"{escape(labels.get(key, key))}" + (f" &middot; run {escape(run_id)}" if len({r for r, _ in grouped}) > 1 else "")
+        out.append(f'<figure><figcaption>{caption}</figcaption><table class="matrix" data-key="{escape(key)}">'
+                   f'<thead><tr><th>A \\ B</th>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table></figure>')
+    return "".join(out)
 
 
 def lineage(rows: list[dict[str, Any]]) -> str:
+    """Each model's run, method, teacher (kind and model; the whole identity on hover), data and spec."""
     seen, body = set(), []
     for row in rows:
         if (row["run_id"], row["model"]) in seen:
             continue
         seen.add((row["run_id"], row["model"]))
-        data = row.get("data") or {}
-        cells = [row["model"], row["run_id"], row.get("method") or row.get("role"),
-                 json.dumps(row.get("teacher"), sort_keys=True, default=str) if row.get("teacher") else "",
-                 f'{data.get("kind", "")} {str(data.get("checksum") or "")[:12]}' if isinstance(data, dict) else str(data),
-                 str(row.get("spec_hash") or "")[:12], row.get("parent_run") or ""]
+        data, teacher = row.get("data") or {}, row.get("teacher") or {}
+        short = " ".join(str(teacher[k]) for k in ("kind", "model") if teacher.get(k)) if isinstance(teacher, dict) \
+            else str(teacher)
+        cells = [escape(str(c)) for c in (row["model"], row["run_id"], row.get("method") or row.get("role"))]
+        cells.append(f'<span title="{escape(json.dumps(teacher, sort_keys=True, default=str))}">{escape(short)}</span>'
+                     if teacher else "")
+        cells += [escape(str(c)) for c in (
+            f'{data.get("kind", "")} {str(data.get("checksum") or "")[:12]}' if isinstance(data, dict) else str(data),
+            str(row.get("spec_hash") or "")[:12], row.get("parent_run") or "")]
         options = json.dumps(row.get("options"), indent=1, sort_keys=True, default=str) if row.get("options") else ""
-        body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells)
-                    + f"<td><details><summary>options</summary><pre>{escape(options)}</pre></details></td></tr>")
-    heads = "".join(f"<th>{h}</th>" for h in ("model", "run", "method", "teacher", "data", "spec", "parent run", "options"))
+        cells.append(f'<details><summary>options</summary><pre class="options">{escape(options)}</pre></details>')
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heads = "".join(f'<th data-type="text">{h}</th>' for h in ("model", "run", "method", "teacher", "data", "spec",
+                                                                "parent run", "options"))
     return f'<table id="lineage" class="sortable"><thead><tr>{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def html_report(rows: list[dict[str, Any]], *, title: str = "stillroom leaderboard") -> str:
-    """The whole report for ``rows`` (leaderboard rows, ``gap_closed`` already set where wanted)."""
-    board = [r for r in rows if not is_iteration(r)]
-    benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in filter(lambda r: math.isfinite(r["value"]), board):
-        benchmarks.setdefault((row["evaluator"], row["metric"]), []).append(row)
-    charts = [bar_chart(f"{e} / {m}", sorted(rs, key=lambda r: -r["value"])) for (e, m), rs in sorted(benchmarks.items())]
-    dynamics = [line_chart(name, lines) for name, lines in sorted(iteration_series(rows).items())]
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>",
-             f'<p class="muted">{len(board)} results, {len({r["model"] for r in board})} models, '
-             f'{len({r["run_id"] for r in board})} runs; generated {stamp}. Intervals are 95%.</p>',
-             "<h2>Leaderboard</h2>", table(board), "<h2>Benchmarks</h2>", f'<div class="charts">{"".join(charts)}</div>']
+def cost_points(entries: list[dict[str, Any]], names: list[str], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    axes = [key for key in COST_AXES if any((number(e.get(key)) or 0) > 0 for e in entries)]
+    labels = dict(BUDGET)
+    points = [{"entry": name, "x": {k: number(entry.get(k)) for k in axes if number(entry.get(k))},
+               "y": {m["key"]: number(entry["metrics"][m["key"]].get("value")) for m in metrics
+                     if m["key"] in entry["metrics"]}} for entry, name in zip(entries, names)]
+    return {"axes": [{"key": k, "label": labels[k]} for k in axes], "points": [p for p in points if p["x"]]}
+
+
+def cost_section(cost: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    """The controls of the cost-quality chart (report.js draws it); FLOPs first when measured."""
+    axes = sorted(((a["key"], a["label"]) for a in cost["axes"]), key=lambda a: a[0] != "flops_estimate")
+    return (f'<div class="controls"><label>cost <select id="cost-x">{_options(axes)}</select></label>'
+            f'<label>quality <select id="cost-y">{_options([(m["key"], m["label"]) for m in metrics])}</select>'
+            '</label></div><p class="muted small">The dashed line joins the Pareto front: entries no other entry '
+            'beats at lower or equal cost.</p><div id="cost-chart"></div>')
+
+
+def samples_section(samples: dict[str, Any], entries: list[dict[str, Any]], names: list[str], cap: int) -> str:
+    """The drill-down's controls and empty table (report.js fills it), opened on a trained entry against its
+    reference: the comparison a reader came for."""
+    named = [(n, n) for n in names if any(n in b["predictions"] for b in samples["benchmarks"])]
+    by_name = dict(zip(names, entries))
+    methods = [n for n, _ in named if by_name[n].get("role") == "method"] or [n for n, _ in named]
+    first = next((n for n in methods if not by_name[n].get("is_reference")), methods[0])
+    reference = next((n for n in methods if by_name[n].get("is_reference") and n != first),
+                     next((n for n, _ in named if n != first), first))
+    truncated = [b["key"] for b in samples["benchmarks"] if b["truncated"]]
+    note = (f' The page keeps the first {cap} items of each benchmark; {", ".join(truncated)} '
+            f'{"has" if len(truncated) == 1 else "have"} more (every record is in the run folder).' if truncated else "")
+    widths = "".join(f'<col style="width:{w}%">' for w in (15, 29, 15, 33, 8))
+    return ('<div class="controls" id="samples">'
+            f'<label>entry <select id="drill-entry">{_options(named, first)}</select></label>'
+            f'<label>benchmark <select id="drill-benchmark">'
+            f'{_options([(b["key"], b["key"]) for b in samples["benchmarks"]])}</select></label>'
+            '<label id="drill-seed-label">seed <select id="drill-seed"></select></label>'
+            '<label><input type="checkbox" id="drill-disagree"> only items where it disagrees with </label>'
+            f'<select id="drill-other">{_options(named, reference)}</select></div>'
+            f'<p class="muted small"><span id="drill-count"></span>. Click an item to see every entry\'s answer.{note}'
+            f'</p><div class="samples-box"><table class="samples"><colgroup>{widths}</colgroup><thead><tr><th>item</th>'
+            '<th>prompt</th><th>reference</th><th>prediction</th><th class="num">score</th></tr></thead>'
+            '<tbody id="drill-rows"></tbody></table></div>')
+
+
+def _options(values: list[tuple[str, str]], selected: str | None = None) -> str:
+    return "".join(f'<option value="{escape(v)}"{" selected" if v == selected else ""}>{escape(label)}</option>'
+                   for v, label in values)
+
+
+def _asset(name: str) -> str:
+    return (resources.files("stillroom") / "report_assets" / name).read_text(encoding="utf-8")
+
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def html_report(rows: list[dict[str, Any]], *, title: str = "stillroom leaderboard", sample_cap: int = SAMPLE_CAP) -> str:
+    """The whole page for leaderboard ``rows`` (``ResultsStore.rows`` form, one per model, evaluator, metric);
+    the drill-down embeds the first ``sample_cap`` items of each benchmark and says so when there are more."""
+    from stillroom.leaderboard import pivot
+    from stillroom.significance import pairwise
+
+    entries = pivot(rows)
+    names = entry_names(entries)
+    metrics = metric_columns(entries)
+    pairs = [p for p in pairwise(rows) if p.get("difference") is not None]
+    curves = training_curves(entries, names)
+    dynamics = method_dynamics(entries, names, rows)
+    cost = cost_points(entries, names, metrics)
+    samples = sample_view(entries, names, sample_cap)
+    data = {"entries": names, "metrics": metrics, "curves": curves, "dynamics": dynamics, "cost": cost,
+            "samples": samples}
+    runs = sorted({f'{e["model"].split("/", 1)[0]} {e["run_id"]}' for e in entries})
+    seeds = sorted({len(e.get("seeds") or []) for e in entries if e.get("role") == "method"})
+    references = sorted({e["reference"] for e in entries if e.get("reference")})
+    summary = (f'{len(entries)} entries, {len(metrics)} metrics, {len(runs)} run{"s" if len(runs) != 1 else ""}'
+               f'{" (" + ", ".join(runs) + ")" if 0 < len(runs) <= 3 else ""}; generated '
+               f'{time.strftime("%Y-%m-%d %H:%M:%S")}. Intervals are 95%'
+               + (" over seeds and items (hierarchical bootstrap)" if any(s > 1 for s in seeds) else "")
+               + ("; verdicts compare each entry with the reference (" + ", ".join(references) + ") by a test paired "
+                  "by item and seed, Holm-corrected" if references else "") + ".")
+    sections = [("leaderboard", "Leaderboard", pivot_table(entries, names, metrics))]
+    if pairs:
+        sections.append(("verdicts", "Verdict matrix", '<p class="muted small">Each cell: row minus column and the '
+                         'p-value of a paired test (not corrected for the number of pairs); green: the row entry is '
+                         'significantly better (p &lt; 0.05), red: significantly worse.</p><div class="charts">'
+                         + verdict_matrices(pairs, entries, names, metrics) + "</div>"))
+    if curves:
+        sections.append(("curves", "Training curves", '<p class="muted small">Training loss against optimizer step, '
+                         'one chart per entry, seeds overlaid.</p><div class="charts" id="curves-charts"></div>'))
+    if cost["axes"] and cost["points"] and metrics:
+        sections.append(("cost", "Cost against quality", cost_section(cost, metrics)))
+    if samples["benchmarks"]:
+        sections.append(("samples", "Samples", samples_section(samples, entries, names, sample_cap)))
     if dynamics:
-        parts += ["<h2>Learning dynamics</h2>", f'<div class="charts">{"".join(dynamics)}</div>']
-    parts += ["<h2>Lineage</h2>", lineage(board), f"<script>{SCRIPT}</script></body></html>\n"]
+        sections.append(("dynamics", "Method dynamics", '<div class="charts" id="dynamics-charts"></div>'))
+    sections.append(("lineage", "Lineage", lineage([r for r in rows if not str(r.get("metric", "")).startswith(
+        ITERATION_PREFIX)])))
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).replace("<", "\\u003c")
+    nav = " ".join(f'<a href="#{key}">{escape(heading)}</a>' for key, heading, _ in sections)
+    parts = [f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
+             f'<style>{_asset("report.css")}</style></head><body><h1>{escape(title)}</h1>'
+             f'<p class="muted">{escape(summary)}</p><nav>{nav}</nav>']
+    parts += [f'<section id="{key}"><h2>{escape(heading)}</h2>{html}</section>' for key, heading, html in sections]
+    parts += [f'<script type="application/json" id="report-data">{payload}</script>',
+              f"<script>{_asset('report.js')}</script></body></html>\n"]
     return "".join(parts)

@@ -1,23 +1,29 @@
 """The HTML report in a real headless Chromium, driven over plain HTTP WebDriver calls to chromedriver.
 
-Loopback only; the browser gets a fresh profile and no network features, and every process this test
-starts is killed by PID at the end. Skipped where Debian's ``chromium`` and ``chromium-driver`` are missing.
+The report comes from a real run (``stillroom.runs.execute`` over the toy plugin and report_components.py)
+sized like the quickstart: 300 test items, 8 entries. Loopback only; the browser gets a fresh profile and no
+network features, and every process this test starts is killed by PID at the end. Skipped where Debian's
+``chromium`` and ``chromium-driver`` are missing.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import pytest
 
-from stillroom.leaderboard import render
+from stillroom.leaderboard import pivot, render
+from stillroom.runs import read_jsonl
 from stillroom.store import ResultsStore
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -51,7 +57,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 class WebDriver:
-    """The few W3C WebDriver commands this test needs."""
+    """The few W3C WebDriver commands these tests need."""
 
     def __init__(self, port: int):
         self.base = f"http://127.0.0.1:{port}"
@@ -69,12 +75,20 @@ class WebDriver:
         created = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
         self.session = f"/session/{created['sessionId']}"
 
+    def open(self, path: Path) -> None:
+        self.call("POST", f"{self.session}/url", {"url": path.as_uri()})
+
     def js(self, script: str, *args):
         return self.call("POST", f"{self.session}/execute/sync", {"script": script, "args": list(args)})
 
+    def find(self, css: str) -> str:
+        return self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})[ELEMENT]
+
     def click(self, css: str) -> None:
-        element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
-        self.call("POST", f"{self.session}/element/{element[ELEMENT]}/click", {})
+        self.call("POST", f"{self.session}/element/{self.find(css)}/click", {})
+
+    def screenshot(self, css: str) -> bytes:
+        return base64.b64decode(self.call("GET", f"{self.session}/element/{self.find(css)}/screenshot"))
 
 
 @pytest.fixture
@@ -116,58 +130,168 @@ def browser(tmp_path):
                 pass
 
 
+def png_colours(data: bytes) -> int:
+    """How many distinct byte values the decoded pixel rows of a PNG hold (1-2 for a blank image)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, pixels = 8, b""
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"IDAT":
+            pixels += data[position + 8:position + 8 + length]
+        position += 12 + length
+    return len(set(zlib.decompress(pixels)))
+
+
 @pytest.fixture
-def report(tmp_path):
+def quickstart_sized(stillroom_env):
+    """A finished run the size of the quickstart's with three seeds: teacher, base and 6 method entries x 3 seeds
+    on 300 items, two evaluators (one more than the quickstart's, so the page is larger than its)."""
+    from report_components import REPORT_SPEC, reportkit
+    from toy_components import toy
+
+    from stillroom.plugin_manager import make_host, use_host
+    from stillroom.runs import execute
+
+    host = make_host(modules={"toy": toy, "reportkit": reportkit}, entry_points=False)
+    previous = use_host(host)
+    extra = "".join(f'\n[[methods]]\nkind = "memorise"\nlabel = "share{k}"\nshare = 0.{k}\n' for k in (2, 4, 6))
+    spec = stillroom_env / "rep.toml"
+    spec.write_text(REPORT_SPEC.replace('kind = "number_words"', 'kind = "number_words"\nsize = 300\nwordy = true')
+                    .replace("[[evaluators]]", extra + "\n[[evaluators]]", 1).format(seeds="seeds = [0, 1, 2]"))
+    try:
+        run = execute(spec, host=host)
+    finally:
+        use_host(previous)
+    with ResultsStore.default() as store:
+        rows = store.rows(run_id=run.id, latest=False)
+    return run.dir.root / "report.html", rows
+
+
+CHART_CHECK = """return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
+    const frame = svg.getBoundingClientRect();
+    const outside = Array.from(svg.querySelectorAll('text')).filter(t => {
+        const r = t.getBoundingClientRect();
+        return r.left < frame.left - 0.5 || r.right > frame.right + 0.5 || r.top < frame.top - 0.5
+            || r.bottom > frame.bottom + 0.5 || r.width === 0;
+    }).map(t => t.textContent);
+    return {label: svg.getAttribute('aria-label'), section: svg.closest('section').id, outside: outside,
+            ticks: Array.from(svg.querySelectorAll('text.tick')).map(t => t.textContent),
+            yticks: Array.from(svg.querySelectorAll('text.tick.y')).map(t => t.textContent),
+            series: Array.from(svg.querySelectorAll('g.series')).map(g => Number(g.dataset.points)),
+            bars: Array.from(svg.querySelectorAll('rect.bar')).map(r => r.getBBox().width)};
+})"""
+
+
+def test_report_of_a_run_in_chromium(browser, quickstart_sized, tmp_path):
+    path, rows = quickstart_sized
+    entries = pivot(rows)
+    names = [e["entry"] for e in entries]  # one run: the page names entries by their labels
+    assert len(names) == 8 and path.stat().st_size <= 2_000_000
+
+    # opening time as a reader sees it: the browser is running (a blank page loaded), the report is opened once
+    browser.call("POST", f"{browser.session}/url", {"url": "about:blank"})
+    started = time.perf_counter()
+    browser.open(path)  # returns once the page has loaded
+    opened = time.perf_counter() - started
+    timing = browser.js("const n = performance.getEntriesByType('navigation')[0];"
+                        "return {load: n.loadEventEnd - n.startTime, ready: window.reportReady}")
+    assert timing["ready"] is not None, "the report script stopped before its end"
+    assert timing["load"] < 1000 and opened < 1.0, (timing, opened)  # measured ~0.1-0.5 s on 2 busy cores
+    # nothing fetched: a Content-Security-Policy that allows no source, and no resource loaded
+    assert browser.js("return document.querySelector('meta[http-equiv=Content-Security-Policy]').content") \
+        .startswith("default-src 'none'")
+    assert browser.js("return performance.getEntriesByType('resource').map(r => r.name)") == []
+
+    # the pivot: one row per entry, each once
+    shown = browser.js("return Array.from(document.querySelectorAll('#pivot tbody tr')).map(r => r.dataset.entry)")
+    assert sorted(shown) == sorted(names) and len(set(shown)) == len(shown)
+
+    # sorting both ways, numbers and text
+    column = browser.js("return Array.from(document.querySelectorAll('#pivot th'))"
+                        ".findIndex(th => th.dataset.metric === 'recall/acc')") + 1
+    assert column > 1
+    values = ("return Array.from(document.querySelectorAll('#pivot tbody tr'))"
+              ".map(r => r.cells[arguments[0]].dataset.value)")
+    browser.click(f"#pivot th:nth-child({column})")
+    ascending = [float(v) for v in browser.js(values, column - 1)]
+    expected = sorted(e["metrics"]["recall/acc"]["value"] for e in entries)
+    assert ascending == pytest.approx(expected) and ascending[0] < ascending[-1]
+    browser.click(f"#pivot th:nth-child({column})")
+    assert [float(v) for v in browser.js(values, column - 1)] == pytest.approx(expected[::-1])
+    browser.click("#pivot th:nth-child(1)")
+    assert browser.js(values, 0) == sorted(names)
+    browser.click("#pivot th:nth-child(1)")
+    assert browser.js(values, 0) == sorted(names, reverse=True)
+
+    # the drill-down shows the chosen entry's prediction for a chosen item, and every other entry's
+    def samples_of(model, evaluator="recall", metric="acc"):
+        cell = next(e for e in entries if e["entry"] == model)["metrics"][f"{evaluator}/{metric}"]
+        return {str(r["id"]): r for r in read_jsonl(cell["samples_path"])}
+
+    choose = ("const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+              "s.dispatchEvent(new Event('change')); return s.value")
+    assert browser.js(choose, "drill-entry", "share2") == "share2"
+    assert browser.js(choose, "drill-benchmark", "recall") == "recall"
+    mine = samples_of("share2")
+    wrong = next(key for key, record in mine.items() if not record["correct"])
+    right = next(key for key, record in mine.items() if record["correct"])
+    row = ("const r = document.querySelector(`#drill-rows tr.item[data-id='${arguments[0]}']`);"
+           "return Array.from(r.cells).map(c => c.textContent)")
+    assert browser.js(row, right) == [right, mine[right]["prompt"], mine[right]["reference"], mine[right]["prediction"], "1"]
+    assert browser.js(row, wrong)[3:] == [mine[wrong]["prediction"], "0"] and mine[wrong]["prediction"] == ""
+    browser.click(f"#drill-rows tr.item[data-id='{wrong}']")
+    others = browser.js("return Object.fromEntries(Array.from(document.querySelectorAll('#drill-rows table.others tr'))"
+                        ".map(r => [r.dataset.entry, r.cells[1].textContent]))")
+    assert others == {name: samples_of(name)[wrong]["prediction"] for name in names}
+    # only the items where it disagrees with the reference
+    assert browser.js(choose, "drill-other", "half") == "half"
+    browser.click("#drill-disagree")
+    theirs = samples_of("half")
+    differ = sorted(k for k in mine if mine[k]["correct"] != theirs[k]["correct"])
+    assert 0 < len(differ) < len(mine)
+    assert browser.js("return Array.from(document.querySelectorAll('#drill-rows tr.item')).map(r => r.dataset.id)") \
+        == differ
+
+    # charts: every label inside its chart, every series with data, no chart without any
+    charts = browser.js(CHART_CHECK)
+    assert [c for c in charts if c["outside"]] == []
+    assert all(c["series"] and all(n > 0 for n in c["series"]) or c["bars"] and all(w > 0 for w in c["bars"])
+               for c in charts), charts
+    by_label = {c["label"]: c for c in charts}
+    curves = [c for c in charts if c["section"] == "curves"]
+    assert sorted(c["label"] for c in curves) == sorted(n for n in names if n not in ("teacher", "base"))
+    assert {"pool sizes", "hard fraction", "mean d (teacher - student)", "held-out score",
+            "pseudo-target mix (optimizer steps)"} <= set(by_label)
+    assert not any("calls" in c["label"] or "cost" == c["label"] for c in charts)  # zero everywhere: no chart
+    assert by_label["mean d (teacher - student)"]["yticks"][-1].endswith("k")  # compact SI, not ".75e+03"
+    assert not any(t.startswith(".") or "e+" in t for c in charts for t in c["ticks"])
+    assert [c for c in charts if c["section"] == "cost"]
+
+    # one screenshot per section, each with something drawn on it
+    for section in browser.js("return Array.from(document.querySelectorAll('section')).map(s => s.id)"):
+        image = browser.screenshot(f"#{section}")
+        (tmp_path / f"section-{section}.png").write_bytes(image)
+        assert len(image) > 3000 and png_colours(image) > 20, section
+
+
+def test_report_of_an_old_store_in_chromium(browser, tmp_path):
+    """Rows without seeds, verdicts, per-sample records or run folders (an older store) still make a page."""
     with ResultsStore(tmp_path / "board.sqlite") as store:
         store.add_run("r1", "demo")
-        values = {"teacher": (0.82, 0.71), "base": (0.31, 0.40), "sft": (0.55, 0.52), "gkd": (0.64, None)}
-        for subject, (accuracy, score) in values.items():
+        for subject, accuracy in (("teacher", 0.82), ("base", 0.31), ("sft", 0.55), ("gkd", 0.64)):
             role = subject if subject in ("teacher", "base") else "method"
-            extra = {"iterations": [{"iteration": k, "hard_examples": 30 - 9 * k} for k in (1, 2, 3)]} \
-                if subject == "gkd" else None
-            model_id = store.add_model("r1", f"demo/{subject}", role, method=None if role != "method" else subject,
-                                       wall_seconds=12.0 if role == "method" else None, extra=extra)
+            model_id = store.add_model("r1", f"demo/{subject}", role, method=None if role != "method" else subject)
             store.add_result("r1", model_id, "em", "accuracy", accuracy, n=200, stderr=0.03)
-            if score is not None:
-                store.add_result("r1", model_id, "judge", "score", score, n=80, ci_low=score - 0.05, ci_high=score + 0.05)
+        store.add_run("r2", "demo")  # sft again: the latest rows come from two runs
+        store.add_result("r2", store.add_model("r2", "demo/sft", "method", method="sft"), "em", "accuracy", 0.57, n=200)
         rows = store.rows()
+    assert {r["run_id"] for r in rows} == {"r1", "r2"}
     path = tmp_path / "report.html"
     path.write_text(render(rows, "html"))
-    return path, rows
-
-
-def test_report_table_sorts_and_plots_render(browser, report):
-    path, rows = report
-    browser.call("POST", f"{browser.session}/url", {"url": path.as_uri()})
-    assert browser.js("return document.title") == "stillroom leaderboard"
-    assert browser.js("return document.querySelectorAll('#leaderboard tbody tr').length") == len(rows) == 7
-
-    column = browser.js("return Array.from(document.querySelectorAll('#leaderboard th')).map(th => th.textContent)")
-    values = "return Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[arguments[0]].dataset.value)"
-    value, model = column.index("value") + 1, column.index("model") + 1
-    browser.click(f"#leaderboard th:nth-child({value})")
-    ascending = [float(v) for v in browser.js(values, value - 1)]
-    assert ascending == sorted(r["value"] for r in rows)
-    assert browser.js(f"return document.querySelector('#leaderboard th:nth-child({value})').getAttribute('aria-sort')") \
-        == "ascending"
-    browser.click(f"#leaderboard th:nth-child({value})")
-    assert [float(v) for v in browser.js(values, value - 1)] == ascending[::-1]
-    browser.click(f"#leaderboard th:nth-child({model})")
-    names = browser.js(values, model - 1)
-    assert names == sorted(names) and names[0] == "demo/base"
-
-    charts = browser.js("""return Array.from(document.querySelectorAll('svg.chart')).map(svg => ({
-        label: svg.getAttribute('aria-label'),
-        bars: Array.from(svg.querySelectorAll('rect.bar')).map(bar => bar.getBBox().width),
-        whiskers: svg.querySelectorAll('path.ci').length,
-        lines: Array.from(svg.querySelectorAll('polyline.line')).map(line => line.getBBox().width),
-        shown: svg.getBoundingClientRect().width}))""")
-    by_label = {chart["label"]: chart for chart in charts}
-    assert set(by_label) == {"em / accuracy", "judge / score", "gkd: hard_examples"}
-    assert len(by_label["em / accuracy"]["bars"]) == 4 and len(by_label["judge / score"]["bars"]) == 3
-    assert by_label["em / accuracy"]["whiskers"] == 4 and by_label["judge / score"]["whiskers"] == 3
-    assert all(width > 1 for chart in charts for width in chart["bars"])
-    # bars are drawn to scale: the teacher's accuracy bar is the longest, the base model's the shortest
-    em = by_label["em / accuracy"]["bars"]
-    assert em == sorted(em, reverse=True)
-    assert by_label["gkd: hard_examples"]["lines"][0] > 100 and all(chart["shown"] > 0 for chart in charts)
+    browser.open(path)
+    assert browser.js("return window.reportReady") is not None
+    assert browser.js("return Array.from(document.querySelectorAll('section')).map(s => s.id)") == \
+        ["leaderboard", "lineage"]
+    assert sorted(browser.js("return Array.from(document.querySelectorAll('#pivot tbody tr'))"
+                             ".map(r => r.dataset.entry)")) == sorted(r["model"] for r in rows)
+    assert browser.js("return document.querySelectorAll('svg').length") == 0
