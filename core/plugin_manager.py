@@ -3,6 +3,12 @@
 First-party plugins are entry points of group ``stillroom`` in our own pyproject, loaded exactly like
 third-party ones. ``STILLROOM_PLUGINS`` is an allow-list of plugin names, ``STILLROOM_DISABLE_PLUGINS`` a
 block-list. A plugin that fails to import is reported in one line and marked broken; the rest keep working.
+
+Registration hooks are called through pluggy, so ``@hookimpl(trylast=True)`` defaults give way to any plugin
+registering the same kind, and ``STILLROOM_TRACE_PLUGINS=1`` prints every hook call to stderr.
+
+``get_host()`` is the one way to reach the process-wide host; functions that take a ``host`` argument (tests
+hand theirs in) default it from ``get_host()``, and ``use_host`` swaps it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
@@ -47,8 +53,12 @@ class PluginInfo:
 
 @dataclass
 class Registered:
+    """One registered kind: its class, the plugin that registered it, and whether that was a ``trylast``
+    default (which a later registration of the same kind by another plugin overrides)."""
+
     cls: type[Component]
     plugin: str
+    default: bool = False
 
 
 @dataclass
@@ -57,7 +67,20 @@ class PluginHost:
 
     pm: pluggy.PluginManager
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
-    components: dict[str, dict[str, Registered]] = field(default_factory=lambda: {r: {} for r in ROLES})
+    _components: dict[str, dict[str, Registered]] | None = None
+
+    @property
+    def components(self) -> dict[str, dict[str, Registered]]:
+        """Role -> kind -> registration. Filled by the registration hooks on first use, so a command that
+        needs no component (``stillroom --help``) does not import every component class."""
+        if self._components is None:
+            self._components = {role: {} for role in ROLES}
+            try:
+                _collect(self)
+            except BaseException:
+                self._components = None  # a failed collection is not a half-filled table
+                raise
+        return self._components
 
     def component(self, role: str, kind: str) -> type[Component]:
         if role not in ROLES:
@@ -79,31 +102,66 @@ def _name_list(variable: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def _collect(host: PluginHost, plugin_name: str, module: ModuleType) -> None:
-    for role, hook_name in _HOOK_FOR_ROLE.items():
-        def register(cls, _role=role):
-            if not (isinstance(cls, type) and issubclass(cls, ROLES[_role]) and cls.name):
-                raise TypeError(f"plugin {plugin_name!r} registered {cls!r} as a {_role}: it must subclass "
-                                f"stillroom.{ROLES[_role].__name__} and set name")
-            existing = host.components[_role].get(cls.name)
-            if existing is not None and existing.cls is not cls:
-                raise UserError(
-                    f"{_role} kind {cls.name!r} is registered twice: by plugin {existing.plugin!r} "
-                    f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {plugin_name!r} "
-                    f"({cls.__module__}.{cls.__qualname__})", "plugins")
-            host.components[_role][cls.name] = Registered(cls, plugin_name)
+def _collect(host: PluginHost) -> None:
+    """Fill the component table by calling each registration hook through pluggy.
 
-        hook = getattr(module, hook_name, None)
-        if hook is not None:
-            hook(register=register)
+    Each implementation is called on its own (a subset hook caller holding just its plugin), in the order
+    pluggy would call them all: ``tryfirst`` first, then later-registered plugins before earlier ones, then
+    ``trylast``. One call per implementation is what lets ``register`` know which plugin is registering and
+    whether it is a ``trylast`` default; the calls still go through pluggy, so tracing and monitoring see them.
+    """
+    for role, hook_name in _HOOK_FOR_ROLE.items():
+        caller = getattr(host.pm.hook, hook_name)
+        impls = caller.get_hookimpls()
+        for impl in reversed(impls):  # pluggy's call order is the reverse of this list
+            register = _registrar(host, role, impl.plugin_name, default=impl.trylast)
+            host.pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i is not impl])(register=register)
+    # Listings, schemas and error messages keep the order in which plugins were loaded, whatever order
+    # pluggy called them in.
+    order = {name: index for index, name in enumerate(host.plugins)}
+    for role, table in host.components.items():
+        host.components[role] = dict(sorted(table.items(), key=lambda item: order[item[1].plugin]))
+
+
+def _registrar(host: PluginHost, role: str, plugin_name: str, *, default: bool) -> Callable[[type], None]:
+    """The ``register`` callback one plugin's implementation receives for ``role``."""
+    base = ROLES[role]
+
+    def register(cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base) and cls.name):
+            raise TypeError(f"plugin {plugin_name!r} registered {cls!r} as a {role}: it must subclass "
+                            f"stillroom.{base.__name__} and set name")
+        existing = host.components[role].get(cls.name)
+        if existing is not None and existing.cls is not cls:
+            if default and not existing.default:
+                return  # a trylast default gives way to the plugin that registered the kind first
+            raise UserError(
+                f"{role} kind {cls.name!r} is registered twice: by plugin {existing.plugin!r} "
+                f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {plugin_name!r} "
+                f"({cls.__module__}.{cls.__qualname__})", "plugins")
+        host.components[role][cls.name] = Registered(cls, plugin_name, default)
+
+    return register
+
+
+def _trace(host: PluginHost, write: Callable[[str], None]) -> None:
+    """``STILLROOM_TRACE_PLUGINS=1``: one line per hook call naming the plugins called, in call order."""
+
+    def before(hook_name, impls, kwargs):
+        plugins = ", ".join(f"{i.plugin_name}{' (trylast)' if i.trylast else ''}{' (tryfirst)' if i.tryfirst else ''}"
+                            for i in reversed(impls))
+        write(f"stillroom hook {hook_name}({', '.join(kwargs)}) -> {plugins or 'no plugin'}")
+
+    host.pm.add_hookcall_monitoring(before, lambda outcome, hook_name, impls, kwargs: None)
 
 
 def make_host(*, modules: dict[str, ModuleType] | None = None, entry_points: bool = True,
-              distributions: set[str] | None = None, report=None) -> PluginHost:
+              distributions: set[str] | None = None, report=None, collect: bool = True) -> PluginHost:
     """Build a fresh plugin host.
 
     ``modules`` are registered directly (tests, notebooks); ``entry_points`` loads the ``stillroom`` group,
     optionally only from ``distributions``. ``report`` receives one line per broken plugin (default: stderr).
+    ``collect=False`` leaves the registration hooks until the components are first needed.
     """
     report = report or (lambda line: print(line, file=sys.stderr))
     pm = pluggy.PluginManager(GROUP)
@@ -135,13 +193,16 @@ def make_host(*, modules: dict[str, ModuleType] | None = None, entry_points: boo
             report(f'Error loading plugin "{name}" (distribution {info.distribution or "-"}): {info.error}')
             continue
         pm.register(module, name=name)
-        _collect(host, name, module)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         hooks = [name for name in dir(hookspecs) if name.startswith("stillroom_")]
         bad = next((n for n in dir(exc.plugin) if n.startswith("stillroom_") and n not in hooks), "?")
         raise UserError(f"unknown hook '{bad}'{suggest(bad, hooks)}", f'plugin "{pm.get_name(exc.plugin) or "?"}"') from None
+    if os.environ.get("STILLROOM_TRACE_PLUGINS", "") not in ("", "0"):
+        _trace(host, lambda line: print(line, file=sys.stderr))
+    if collect:
+        host.components  # noqa: B018 -- registration errors surface here, while the host is built
     return host
 
 
@@ -149,10 +210,10 @@ _current: PluginHost | None = None
 
 
 def get_host() -> PluginHost:
-    """The process-wide plugin host, loaded from entry points on first use."""
+    """The process-wide plugin host, loaded from entry points on first use (its components when first needed)."""
     global _current
     if _current is None:
-        _current = make_host()
+        _current = make_host(collect=False)
     return _current
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from stillroom import (ComponentRef, EvalResult, Evaluator, EvaluatorConfig, GenerationRequest, MetricValue,
-                       RunDirectory, Subject, UserError, read_jsonl)
+                       RewardScorer, RunDirectory, Subject, UserError, read_jsonl)
 
 from stillroom.benchmarks.exact_match.scoring import (extract_answer, mean_and_stderr, normalize_number,
                                                       split_rationale, wilson_interval)
@@ -38,7 +38,7 @@ class ExactMatchConfig(EvaluatorConfig):
     rouge: bool = Field(True, description="also report rationale_rougeL when the records have a 'rationale'")
 
 
-class ExactMatch(Evaluator):
+class ExactMatch(Evaluator, RewardScorer):
     """Accuracy of the final number a model gives (95% Wilson interval) and ROUGE-L of its reasoning."""
 
     name = "exact_match"
@@ -71,6 +71,23 @@ class ExactMatch(Evaluator):
             if row.get("answer") is None and row.get("target") is None:
                 raise UserError("record has neither 'answer' nor 'target'", f"{where}: {cfg.split} record {index}")
         return rows
+
+    def gold(self, reference: str) -> str | None:
+        """The canonical answer of a reference: the reference itself when it is a number (a record's 'answer'),
+        else the number its text gives (a full gold 'target')."""
+        return normalize_number(reference) or extract_answer(reference, self.config.answer_prefix)
+
+    def reward(self, prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
+        """1.0 when a completion's extracted final number equals its reference's, else 0.0 (also when either
+        holds no number): the same rule as the exact_match metric, one completion at a time."""
+        if len(completions) != len(references):
+            raise ValueError(f"{len(completions)} completions but {len(references)} references")
+        rewards = []
+        for completion, reference in zip(completions, references):
+            gold = self.gold(str(reference)) if reference is not None else None
+            extracted = extract_answer(completion, self.config.answer_prefix)
+            rewards.append(1.0 if gold is not None and extracted == gold else 0.0)
+        return rewards
 
     def request(self, row: dict[str, Any], max_tokens: int) -> GenerationRequest:
         messages = list(row.get("messages") or [{"role": "user", "content": str(row["prompt"])}])

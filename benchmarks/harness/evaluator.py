@@ -1,7 +1,7 @@
 """The ``lm_eval`` evaluator: any lm-evaluation-harness task or group, run in-process on the model under test.
 
-Task YAMLs come from lm-eval's own collection and from ``include_path`` folders (how the benchmark packages
-hand over the task files they generate, written with the helpers of ``task_folders`` that the class exposes).
+Task YAMLs come from lm-eval's own collection and from ``include_path`` folders (how the task benchmarks of
+this package, bbh, agieval and mmlu, hand over the task files they generate with ``task_folders``).
 When every requested name is found in the include path the built-in collection is not scanned at all, which
 saves seconds per evaluation. lm-eval is imported only when an evaluation runs.
 """
@@ -13,32 +13,20 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from stillroom import EvalResult, Evaluator, EvaluatorConfig, Subject, UserError
-from stillroom.benchmarks.harness import task_folders
+from stillroom import EvalResult, Evaluator, Subject, UserError
 from stillroom.benchmarks.harness.answer_letters import register_letter_filter
+from stillroom.benchmarks.harness.benchmark import HarnessOptions
 from stillroom.benchmarks.harness.results import metric_rows, sample_records
 from stillroom.benchmarks.harness.subject_model import check_generative, harness_model
 
 
-class LmEvalConfig(EvaluatorConfig):
+class LmEvalConfig(HarnessOptions):
     tasks: list[str] = Field(..., min_length=1, description="lm-eval task, group or tag names (a string or a "
                                                            "list; shell-style wildcards such as 'mmlu_*' work)")
     variant: Literal["lm_eval"] = Field("lm_eval", description="protocol variant; 'lm_eval' runs the tasks exactly "
                                                                "as their YAMLs define them")
-    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples per prompt (default: each task's own)")
-    limit: int | float | None = Field(None, gt=0, description="examples per task (a fraction of each task if < 1); "
-                                                              "for quick checks only")
-    batch_size: int | str = Field(8, description="lm-eval batch size, or 'auto'; API models always use 1")
-    device: str = Field("auto", description="device for a model loaded from a path ('auto': cuda when available)")
-    max_length: int | None = Field(None, gt=0, description="context length lm-eval truncates prompts to "
-                                                           "(default: the model's)")
-    apply_chat_template: bool = Field(False, description="render prompts with the model's chat template "
-                                                         "(always on for API chat endpoints)")
-    fewshot_as_multiturn: bool = Field(False, description="give few-shot examples as chat turns (needs "
-                                                          "apply_chat_template); set explicitly because "
-                                                          "lm-eval's default changed")
     system_instruction: str | None = Field(None, description="system message prepended to every prompt")
     gen_kwargs: dict[str, Any] | None = Field(None, description="generation options overriding the tasks' "
                                                                 "(e.g. {max_gen_toks = 32})")
@@ -46,9 +34,6 @@ class LmEvalConfig(EvaluatorConfig):
                                                                      "before lm-eval's own tasks")
     include_defaults: bool = Field(True, description="also search lm-eval's bundled tasks for names not found "
                                                      "in include_path (a scan of several seconds)")
-    bootstrap_iters: int = Field(0, ge=0, description="bootstrap iterations for lm-eval's standard errors; 0 "
-                                                      "computes closed-form errors of mean metrics from samples")
-    log_samples: bool = Field(True, description="keep per-sample records (prompt, answer, scores) in the result")
 
     @field_validator("tasks", "include_path", mode="before")
     @classmethod
@@ -63,23 +48,12 @@ class LmEvalConfig(EvaluatorConfig):
             raise ValueError(f"include_path folder(s) not found: {', '.join(missing)}")
         return [str(Path(p).expanduser().resolve()) for p in value]
 
-    @model_validator(mode="after")
-    def _multiturn_needs_chat(self):
-        if self.fewshot_as_multiturn and not self.apply_chat_template:
-            raise ValueError("fewshot_as_multiturn = true needs apply_chat_template = true")
-        return self
-
 
 class LmEvalEvaluator(Evaluator):
     """Runs lm-evaluation-harness tasks or groups on a local model or an OpenAI-compatible endpoint."""
 
     name = "lm_eval"
     Config = LmEvalConfig
-
-    # For benchmark packages that generate lm-eval tasks; they reach them through the plugin host's class.
-    tasks_dir = staticmethod(task_folders.tasks_dir)
-    read_task_yaml = staticmethod(task_folders.read_task_yaml)
-    task_folder = staticmethod(task_folders.task_folder)
 
     def task_manager(self):
         """A TaskManager that knows every requested name, and the names with wildcards expanded.

@@ -1,10 +1,8 @@
 """Task folders that benchmark packages generate for the ``lm_eval`` evaluator, and their results renamed.
 
-A benchmark package (bbh, agieval, mmlu) turns its data into JSONL files and task YAMLs in a cache folder,
-runs them with the ``lm_eval`` evaluator and reports lm-eval's rows under its own names. What it needs for
-that is here, reached through the ``lm_eval`` component (``get_host().component("evaluator", "lm_eval")``
-for the class-level helpers, ``context.build("evaluator", "lm_eval", **folder.run_options(config))`` to
-run), never by importing this package.
+A task benchmark of this package (bbh, agieval, mmlu) turns its data into JSONL files and task YAMLs in a
+cache folder, runs them with the ``lm_eval`` evaluator and reports lm-eval's rows under its own names
+(``benchmark.TaskBenchmark``). What it needs for writing and renaming is here.
 
 A folder is ``<cache>/benchmarks/<benchmark>/<prefix><digest>`` with ``tasks/`` (the include path),
 ``data/`` and ``counts.json``; the digest covers everything that shapes its contents (the benchmark's key,
@@ -27,9 +25,6 @@ from stillroom.benchmarks.harness.answer_letters import FILTER_NAME
 # Greedy short answers that stop at the next question: the Lion paper's multiple-choice protocol.
 LETTER_CHOICE_GENERATION = {"until": ["</s>", "Q:", "<|im_end|>"], "do_sample": False, "temperature": 0.0,
                             "max_gen_toks": 32}
-# Options of a benchmark's config that the lm_eval evaluator takes under the same name.
-RUN_OPTIONS = ("num_fewshot", "limit", "batch_size", "device", "max_length", "apply_chat_template",
-               "fewshot_as_multiturn", "bootstrap_iters", "log_samples")
 
 
 class _FunctionTagLoader(yaml.SafeLoader):
@@ -119,16 +114,6 @@ class TaskFolder:
     tasks: dict[str, str]  # our lm-eval task (or subgroup) name -> the benchmark's name for it
     counts: dict[str, int] = field(default_factory=dict)  # examples per task (local data only)
 
-    def run_options(self, config: Any) -> dict[str, Any]:
-        """Options for the ``lm_eval`` evaluator that runs this folder's group, taking the benchmark
-        ``config``'s run options of the same names and its ``max_gen_toks`` (if it has one)."""
-        options: dict[str, Any] = {"tasks": [self.group], "include_path": [str(self.include_dir)],
-                                   "include_defaults": False}
-        options.update({name: getattr(config, name) for name in RUN_OPTIONS})
-        max_gen_toks = getattr(config, "max_gen_toks", None)
-        options["gen_kwargs"] = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
-        return options
-
     def report(self, result: EvalResult, benchmark: str, *, metric: dict[str, str] | Callable[[str], str],
                details: dict[str, Any]) -> EvalResult:
         """``result`` under the benchmark's names: the group becomes ``<benchmark>``, each task
@@ -171,3 +156,21 @@ def task_folder(benchmark: str, key: dict[str, Any], *, files: list[Path], missi
 
     counts = paths.fill_once(folder, write, marker="counts.json")
     return TaskFolder(folder / "tasks", group, tasks, counts)
+
+
+def variant_name(group: str, variant: str, task: str | None = None) -> str:
+    """Our lm-eval name for the group (``task`` None) or a task of a benchmark with protocol variants: lm-eval's
+    own protocol keeps ``<group>_<task>``, the lion protocol is ``<group>_lion_<task>`` (dashes become ``_``)."""
+    name = group if variant == "lm_eval" else f"{group}_lion"
+    return name if task is None else f"{name}_{task.replace('-', '_')}"
+
+
+def variant_folder(benchmark: str, group: str, variant: str, tasks: list[str], data_dir: Path | None, *,
+                   upstream_file: Callable[[Path, str], Path], hub: str, version: int, missing: str,
+                   fill: Callable[[TaskWriter], dict[str, int]]) -> TaskFolder:
+    """Write (or reuse) the task folder of a benchmark with protocol variants (bbh, agieval) for ``variant`` on
+    ``tasks``, from the local mirror ``data_dir`` (``upstream_file(data_dir, task)``) or else the ``hub`` copy."""
+    files = [upstream_file(data_dir, t) for t in tasks] if data_dir is not None else []
+    key = {"format": version, "variant": variant, "tasks": tasks, "source": "local" if data_dir is not None else hub}
+    return task_folder(benchmark, key, files=files, missing=missing, group=variant_name(group, variant),
+                       tasks={variant_name(group, variant, t): t for t in tasks}, prefix=f"{variant}-", fill=fill)

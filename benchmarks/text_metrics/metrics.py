@@ -2,12 +2,11 @@
 
 Both read prompts and references from a JSONL file (``data_file``) or, inside a run, from the run's test split
 (``stages/data/test.jsonl``, reference = ``target``), generate with the model under test at temperature 0, and
-score. ``score_texts(predictions, references)`` scores texts directly (``stillroom eval --predictions``).
+score. ``score_texts(predictions, references)`` (the TextScorer interface) scores texts directly (``stillroom eval
+--predictions``); ``rouge`` is also a RewardScorer: one completion's ROUGE against its reference as a reward.
 """
 
 from __future__ import annotations
-
-import abc
 
 import math
 import re
@@ -16,8 +15,8 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
-from stillroom import (EvalResult, Evaluator, EvaluatorConfig, GenerationRequest, MetricValue, Subject, UserError,
-                       read_jsonl)
+from stillroom import (EvalResult, Evaluator, EvaluatorConfig, GenerationRequest, MetricValue, RewardScorer, Subject,
+                       TextScorer, UserError, read_jsonl)
 
 References = Sequence[str] | Sequence[Sequence[str]]
 
@@ -58,8 +57,8 @@ def _stderr(values: list[float]) -> float | None:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
-class _TextMetric(Evaluator):
-    """Shared loading and generation of the text-metric evaluators."""
+class _TextMetric(Evaluator, TextScorer):
+    """Shared loading and generation of the text-metric evaluators; subclasses implement ``score_texts``."""
 
     def records(self) -> tuple[list[dict[str, Any]], str, Path]:
         cfg = self.config
@@ -101,12 +100,8 @@ class _TextMetric(Evaluator):
         result.details.update(subject=subject.name, data=str(path))
         return result
 
-    @abc.abstractmethod
-    def score_texts(self, predictions: list[str], references: References) -> EvalResult:
-        """Score predictions against one or several references each."""
 
-
-class RougeEvaluator(_TextMetric):
+class RougeEvaluator(_TextMetric, RewardScorer):
     """ROUGE-1/2/L/Lsum (rouge-score): the mean of the per-example F-measures, as Hugging Face evaluate reports."""
 
     name = "rouge"
@@ -133,6 +128,15 @@ class RougeEvaluator(_TextMetric):
         from rouge_score import rouge_scorer
 
         self.scorer = rouge_scorer.RougeScorer(list(self.config.rouge_types), use_stemmer=self.config.use_stemmer)
+
+    def reward(self, prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
+        """The F-measure of the first configured ROUGE type (``rouge_types = ["rouge2"]`` for the GKD paper's
+        ROUGE-2) of each completion against its reference; 0.0 without a reference."""
+        rouge_type = self.config.rouge_types[0]
+        if len(completions) != len(references):
+            raise ValueError(f"{len(completions)} completions but {len(references)} references")
+        return [self.scorer.score(reference, completion)[rouge_type].fmeasure if reference is not None else 0.0
+                for completion, reference in zip(completions, references)]
 
     def score_texts(self, predictions: list[str], references: References) -> EvalResult:
         refs = normalise_references(predictions, references)

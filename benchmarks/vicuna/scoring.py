@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 
 def relative_score(model: list[float], reference: list[float]) -> float | None:
     """100 × (sum of the model's scores) / (sum of the reference's scores), as "% of ChatGPT" in Vicuna."""
@@ -20,6 +18,8 @@ def bootstrap_relative(model: list[float], reference: list[float], *, samples: i
 
     Returns ``low``, ``high`` (the (1-confidence)/2 and (1+confidence)/2 percentiles) and ``stderr`` (the
     standard deviation of the resampled scores). Resamples whose reference total is 0 are skipped."""
+    import numpy as np  # here, not at import: loading the plugin must stay cheap (`stillroom --help`)
+
     m = np.asarray(model, dtype=float)
     r = np.asarray(reference, dtype=float)
     if len(m) == 0:

@@ -5,6 +5,10 @@ corpus, with ChatML-style chat markers, and a Llama of a few layers. Fixtures gi
 host (first-party plugins only; installed third-party plugins are never autoloaded) and scratch cache and
 store folders.
 
+The plugin changes no environment variable unless a test uses its fixtures (``stillroom_env`` and the fixtures
+built on it set the offline variables for that test) or the session opts in (``stillroom_offline = true`` in the
+pytest ini file, or ``STILLROOM_TEST_OFFLINE=1``).
+
 It also runs ``stillroom serve`` for a test: :func:`served_model` starts it on a :func:`free_port` of loopback in
 a subprocess, waits on ``/health`` and stops it by PID.
 """
@@ -30,6 +34,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PLAIN_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>"]
 _CORPUS = """The quick brown fox jumps over the lazy dog. A teacher answers questions; a student learns.
 Question: what is 12 + 7? Answer: 19. Reasoning: 12 plus 7 makes 19, so the answer is 19.
 Write a short poem about the sea. Explain why the sky is blue. List three prime numbers: 2, 3, 5.
@@ -38,22 +43,32 @@ user assistant system The answer is (A) (B) (C) (D) yes no true false Let's thin
 """
 
 
-def tiny_tokenizer(corpus: str | None = None, vocab_size: int = 600):
-    """A byte-level BPE tokenizer trained on ``corpus`` with pad/eos/chat special tokens and a chat template."""
+def tiny_tokenizer(corpus: str | list[str] | None = None, vocab_size: int = 600, *, chat: bool = True):
+    """A byte-level BPE tokenizer trained on ``corpus`` (text, or a list of lines) with a pad token, padding
+    on the left for generation.
+
+    ``chat`` (the default) adds the ChatML markers as special tokens, ends sequences with ``<|im_end|>`` and sets
+    a chat template; ``chat=False`` gives a plain tokenizer ending sequences with ``<|endoftext|>``, for students
+    trained on raw text (the step-by-step example)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    lines = (corpus or _CORPUS).splitlines() if isinstance(corpus, str) or corpus is None else list(corpus)
+    lines = [line for line in lines if line.strip()]
+    special = SPECIAL_TOKENS if chat else PLAIN_SPECIAL_TOKENS
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    text = (corpus or _CORPUS)
-    backend.train_from_iterator([line for line in text.splitlines() if line.strip()] * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|pad|>", eos_token="<|im_end|>",
+    # the small default corpus is repeated so its pairs are frequent enough to be merged
+    backend.train_from_iterator(lines * 4 if chat else lines, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|pad|>",
+                                        eos_token="<|im_end|>" if chat else "<|endoftext|>",
                                         bos_token=None, unk_token=None)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|endoftext|>"]})
-    tokenizer.chat_template = CHAT_TEMPLATE
+    if chat:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|endoftext|>"]})
+        tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.padding_side = "left"
     return tokenizer
 
@@ -63,6 +78,10 @@ def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if hidden % heads:
+        from stillroom.errors import UserError
+
+        raise UserError(f"hidden ({hidden}) must be a multiple of heads ({heads})", "tiny model")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
@@ -74,10 +93,11 @@ def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     return model
 
 
-def save_tiny_model(path: str | Path, *, corpus: str | None = None, vocab_size: int = 600, **model_options) -> Path:
+def save_tiny_model(path: str | Path, *, corpus: str | list[str] | None = None, vocab_size: int = 600,
+                    chat: bool = True, **model_options) -> Path:
     """Build a tiny tokenizer and Llama and save both to ``path`` (a folder ``from_pretrained`` loads)."""
     path = Path(path)
-    tokenizer = tiny_tokenizer(corpus, vocab_size)
+    tokenizer = tiny_tokenizer(corpus, vocab_size, chat=chat)
     model = tiny_llama(tokenizer, **model_options)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -166,7 +186,11 @@ def first_party_host():
 
 @pytest.fixture
 def stillroom_env(tmp_path, monkeypatch):
-    """Scratch folders for the call cache, models and the results store; no progress bars."""
+    """Scratch folders for the call cache, models and the results store; no progress bars; the offline
+    variables (``OFFLINE_ENV``) unless the environment already sets them. All undone after the test."""
+    for key, value in OFFLINE_ENV.items():
+        if key not in os.environ:
+            monkeypatch.setenv(key, value)
     monkeypatch.setenv("STILLROOM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STILLROOM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STILLROOM_NO_PROGRESS", "1")
@@ -196,8 +220,21 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-teacher") / "model", layers=3, hidden=96, seed=1)
 
 
+# What a test of tiny local models wants: no hub look-ups (a miss fails in seconds instead of ~30 s), no
+# warning about TRL's experimental trainers, no tokenizer thread pools forked into subprocesses.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+def pytest_addoption(parser):
+    parser.addini("stillroom_offline", type="bool", default=False,
+                  help="stillroom: set the offline variables (HF_HUB_OFFLINE, ...) for the whole session, as "
+                       "STILLROOM_TEST_OFFLINE=1 does; otherwise only tests using the stillroom_env fixture get them")
+
+
 def pytest_configure(config):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Loaded in every pytest session where stillroom is installed, so it changes nothing unless asked:
+    ``stillroom_offline = true`` in the ini file or ``STILLROOM_TEST_OFFLINE=1`` opts a whole session in."""
+    if config.getini("stillroom_offline") or os.environ.get("STILLROOM_TEST_OFFLINE", "") not in ("", "0"):
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)

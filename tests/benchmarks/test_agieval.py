@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stillroom import UserError
-from stillroom.benchmarks.agieval import task_files
+from stillroom.benchmarks.harness import agieval_tasks as task_files
 
 DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "agieval"
 pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason="needs the AGIEval mirror (STILLROOM_DATA)"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stillroom import Context, UserError
-from stillroom.benchmarks.bbh import task_files
+from stillroom.benchmarks.harness import bbh_tasks as task_files
 from stillroom.benchmarks.harness.answer_letters import INVALID, choice_letter, option_letters
 
 DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "bbh"

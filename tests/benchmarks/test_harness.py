@@ -223,7 +223,9 @@ def test_config_errors(stillroom_host, tmp_path):
 
 def test_task_folder_is_written_once_and_reports_under_benchmark_names(stillroom_env, tmp_path):
     from stillroom import EvalResult, MetricValue
-    from stillroom.benchmarks.harness.evaluator import LmEvalEvaluator
+    from stillroom.benchmarks.harness.bbh import BbhEvaluator
+    from stillroom.benchmarks.harness.mmlu import MmluEvaluator
+    from stillroom.benchmarks.harness.task_folders import task_folder
 
     source = tmp_path / "source.json"
     source.write_text("{}")
@@ -235,23 +237,25 @@ def test_task_folder_is_written_once_and_reports_under_benchmark_names(stillroom
         return {"t": 2}
 
     def make():
-        return LmEvalEvaluator.task_folder("toy", {"format": 1}, files=[source], missing="gone", group="toy_g",
-                                           tasks={"toy_t": "t"}, fill=fill, prefix="v-")
+        return task_folder("toy", {"format": 1}, files=[source], missing="gone", group="toy_g",
+                           tasks={"toy_t": "t"}, fill=fill, prefix="v-")
 
     folder = make()
     assert make() == folder and len(calls) == 1  # the finished folder is reused
     assert folder.counts == {"t": 2} and folder.include_dir.parent.name.startswith("v-")
     assert f"test: {folder.include_dir.parent / 'data' / 't.jsonl'}" in (folder.include_dir / "toy_t.yaml").read_text()
     assert not list(folder.include_dir.parent.parent.glob("*.tmp-*"))
-    config = LmEvalEvaluator.Config(tasks=["x"], limit=3, max_length=64)
-    options = folder.run_options(config)
-    assert options["tasks"] == ["toy_g"] and options["include_path"] == [str(folder.include_dir)]
-    assert options["limit"] == 3 and options["max_length"] == 64 and options["gen_kwargs"] is None
+    # a task benchmark runs the folder's group with its own run options, on the lm_eval evaluator
+    options = BbhEvaluator(BbhEvaluator.Config(limit=3, max_length=64, max_gen_toks=5)).runner(folder).config
+    assert options.tasks == ["toy_g"] and options.include_path == [str(folder.include_dir)]
+    assert options.limit == 3 and options.max_length == 64 and options.gen_kwargs == {"max_gen_toks": 5}
+    assert not options.include_defaults and options.batch_size == 8 and options.log_samples
+    options = MmluEvaluator(MmluEvaluator.Config()).runner(folder).config
+    assert options.num_fewshot == 5 and options.gen_kwargs is None
     rows = [MetricValue(metric=m, value=0.5, n=2) for m in ("toy_g/acc,none", "toy_t/acc,none", "other/acc,none")]
     result = folder.report(EvalResult(metrics=rows, samples=[{"task": "toy_t"}], details={"a": 1}), "toy",
                            metric={"acc,none": "acc"}, details={"b": 2})
     assert [m.metric for m in result.metrics] == ["toy/acc", "toy/t/acc"]
     assert result.samples == [{"task": "t"}] and result.details == {"a": 1, "benchmark": "toy", "b": 2}
     with pytest.raises(UserError, match="gone"):
-        LmEvalEvaluator.task_folder("toy", {}, files=[tmp_path / "nope"], missing="gone", group="g", tasks={},
-                                    fill=fill)
+        task_folder("toy", {}, files=[tmp_path / "nope"], missing="gone", group="g", tasks={}, fill=fill)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stillroom import UserError
-from stillroom.benchmarks.mmlu import task_files
+from stillroom.benchmarks.harness import mmlu_tasks as task_files
 
 DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "mmlu"
 pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason="needs the MMLU mirror (STILLROOM_DATA)"),

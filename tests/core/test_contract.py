@@ -43,7 +43,7 @@ def test_plugins_and_benchmarks_do_not_import_each_other():
                 for match in re.finditer(r"stillroom\.(plugins|benchmarks)\.(\w+)", path.read_text()):
                     if (match.group(1), match.group(2)) != (folder, package.name):
                         crossings.append(f"{path.relative_to(ROOT)} imports {match.group(0)}")
-    assert packages >= 19 and crossings == []
+    assert packages >= 17 and crossings == []
 
 
 def test_every_component_class_is_documented(stillroom_host):

@@ -16,7 +16,7 @@ def test_wheel_holds_only_the_stillroom_namespace(tmp_path):
     code = [n for n in names if ".dist-info/" not in n]
     assert code and all(n.startswith("stillroom/") for n in code), [n for n in code if not n.startswith("stillroom/")]
     assert "stillroom/hookspecs.py" in code and "stillroom/plugins/hf/__init__.py" in code
-    assert "stillroom/benchmarks/bbh/__init__.py" in code and "stillroom/registry.toml" in code
+    assert "stillroom/benchmarks/harness/bbh.py" in code and "stillroom/registry.toml" in code
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[stillroom]" in entry_points and "hf = stillroom.plugins.hf" in entry_points
 

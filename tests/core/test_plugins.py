@@ -121,9 +121,61 @@ def test_cli_lists_broken_plugin_and_keeps_working(fake_site, stillroom_env):
     out = subprocess.run([sys.executable, "-m", "stillroom.cli", "plugins", "list", "--json"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    rows = json.loads(out.stdout)
+    assert isinstance(rows, list)
     assert {"plugin": "good", "role": "loss", "kind": "half", "version": "1.2", "status": "ok"} in rows
     assert any(r["plugin"] == "broken" and r["status"] == "broken" for r in rows)
     assert set(rows[0]) == {"plugin", "role", "kind", "version", "status"}
     assert 'Error loading plugin "broken" (distribution fakeplug)' in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_pytest_plugin_leaves_an_unrelated_project_alone(tmp_path):
+    """stillroom.testing loads in every pytest session where stillroom is installed (entry point ``pytest11``):
+    a user's own project keeps its environment; only tests asking for ``stillroom_env`` get the offline variables,
+    and the ini option opts a whole session in."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "test_user.py").write_text(textwrap.dedent('''
+        import os
+
+        def test_untouched():
+            assert "HF_HUB_OFFLINE" not in os.environ and "TOKENIZERS_PARALLELISM" not in os.environ
+
+        def test_fixture_sets_offline(stillroom_env):
+            assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+        def test_fixture_undone():
+            assert "HF_HUB_OFFLINE" not in os.environ
+    '''))
+    env = {k: v for k, v in os.environ.items() if k not in
+           ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRL_EXPERIMENTAL_SILENCE", "TOKENIZERS_PARALLELISM",
+            "STILLROOM_TEST_OFFLINE", "PYTEST_ADDOPTS")}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)]
+    out = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout + out.stderr
+
+    (project / "pytest.ini").write_text("[pytest]\nstillroom_offline = true\n")
+    (project / "test_user.py").write_text("import os\n\ndef test_opted_in():\n    assert os.environ['HF_HUB_OFFLINE'] == '1'\n")
+    out = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout + out.stderr
+
+
+def test_tiny_model_command_builds_once_from_a_corpus(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from stillroom.testing.__main__ import MARKER, main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("predict: 3 + 4 = 7\nexplain: three plus four is seven\n" * 20)
+    folder = tmp_path / "tiny"
+    main(["tiny-model", str(folder), "--corpus", str(corpus), "--plain", "--vocab-size", "300", "--hidden", "32"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.chat_template is None
+    assert json.loads((folder / "config.json").read_text())["hidden_size"] == 32
+    built = (folder / "model.safetensors").stat().st_mtime_ns
+    main(["tiny-model", str(folder), "--corpus", str(corpus), "--plain", "--vocab-size", "300", "--hidden", "32"])
+    assert (folder / "model.safetensors").stat().st_mtime_ns == built and (folder / MARKER).is_file()
+    with pytest.raises(SystemExit, match="hidden \\(30\\) must be a multiple of heads \\(4\\)"):
+        main(["tiny-model", str(folder), "--corpus", str(corpus), "--hidden", "30"])

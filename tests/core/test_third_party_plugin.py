@@ -25,7 +25,7 @@ def test_installed_plugin_runs_in_a_spec(hello_installed, tmp_path, stillroom_en
     env = {**os.environ, "STILLROOM_RAISE_ERRORS": "1"}
     listed = subprocess.run([sys.executable, "-m", "stillroom.cli", "plugins", "list", "--json"], capture_output=True,
                             text=True, env=env)
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    rows = json.loads(listed.stdout)
     assert {"plugin": "hello", "role": "loss", "kind": "hello_ce", "version": "0.1.0", "status": "ok"} in rows
     assert {"plugin": "hello", "role": "evaluator", "kind": "hello_length", "version": "0.1.0", "status": "ok"} in rows
 
@@ -60,7 +60,7 @@ limit = 4
     run = subprocess.run([sys.executable, "-m", "stillroom.cli", "run", str(spec)], capture_output=True, text=True,
                          env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    board = subprocess.run([sys.executable, "-m", "stillroom.cli", "leaderboard", "--format", "json"],
+    board = subprocess.run([sys.executable, "-m", "stillroom.cli", "leaderboard", "--format", "json", "--long"],
                            capture_output=True, text=True, env=env)
     rows = json.loads(board.stdout)
     assert {(r["model"], r["evaluator"], r["metric"]) for r in rows} >= {

@@ -11,7 +11,7 @@ right option was split on its commas into several options (``Monsters, Inc`` -> 
 for the lion protocol the split options are joined back and the options relettered, so the example keeps
 its gold letter. The ``lm_eval`` protocol keeps the data exactly as lm-eval's hub copy has it.
 
-The folder is written by the ``lm_eval`` evaluator's task-folder helper (reached through the plugin host): its
+The folder is written by the harness's task-folder helper (``task_folders.variant_folder``): its
 name is a digest of everything that shapes its contents, so a changed mirror or lm-eval version gets fresh
 files, and a finished folder is reused as is.
 """
@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stillroom import UserError, get_host
+from stillroom import UserError
+from stillroom.benchmarks.harness.task_folders import read_task_yaml, tasks_dir, variant_folder, variant_name
 
 FORMAT_VERSION = 1
 GROUP = "stillroom_bbh"
@@ -45,20 +46,15 @@ _GOLD_LETTER = re.compile(r"^\(([A-Z])\)$")
 _DASH_OPTIONS = re.compile(r"\nOptions:\n(?:- [^\n]*(?:\n|$))+$")
 
 
-def harness():
-    """The ``lm_eval`` evaluator's class, from the plugin host: it finds and reads lm-eval's task files and
-    writes our task folder."""
-    return get_host().component("evaluator", "lm_eval")
-
 
 def zeroshot_dir() -> Path:
-    return harness().tasks_dir("bbh") / "bbh" / "zeroshot"
+    return tasks_dir("bbh") / "bbh" / "zeroshot"
 
 
 @functools.lru_cache(maxsize=None)
 def all_tasks() -> list[str]:
     """The 27 BBH task names, in lm-eval's order."""
-    group = harness().read_task_yaml(zeroshot_dir() / "_bbh_zeroshot.yaml")
+    group = read_task_yaml(zeroshot_dir() / "_bbh_zeroshot.yaml")
     return [name.removeprefix("bbh_zeroshot_") for name in group["task"]]
 
 
@@ -168,23 +164,12 @@ def lion_record(task: str, example: dict[str, str], where: str) -> dict[str, Any
 # Writing the folder
 
 
-def task_name(variant: str, task: str) -> str:
-    return f"{GROUP}_{task}" if variant == "lm_eval" else f"{GROUP}_lion_{task}"
-
-
-def group_name(variant: str) -> str:
-    return GROUP if variant == "lm_eval" else f"{GROUP}_lion"
-
-
 def prepare(variant: str, tasks: list[str], data_dir: Path | None):
     """Write (or reuse) the task folder for ``variant`` on ``tasks``, reading ``data_dir`` or the hub."""
-    files = [upstream_file(data_dir, t) for t in tasks] if data_dir is not None else []
-    key = {"format": FORMAT_VERSION, "variant": variant, "tasks": tasks,
-           "source": "local" if data_dir is not None else HUB_DATASET}
-    return harness().task_folder(
-        "bbh", key, files=files, missing="no such BBH task file (expected the upstream layout tasks/<task>.json)",
-        group=group_name(variant), tasks={task_name(variant, t): t for t in tasks}, prefix=f"{variant}-",
-        fill=lambda out: _write_folder(out, variant, tasks, data_dir))
+    return variant_folder("bbh", GROUP, variant, tasks, data_dir, upstream_file=upstream_file, hub=HUB_DATASET,
+                          version=FORMAT_VERSION,
+                          missing="no such BBH task file (expected the upstream layout tasks/<task>.json)",
+                          fill=lambda out: _write_folder(out, variant, tasks, data_dir))
 
 
 def _write_folder(out, variant: str, tasks: list[str], data_dir: Path | None) -> dict[str, int]:
@@ -192,7 +177,7 @@ def _write_folder(out, variant: str, tasks: list[str], data_dir: Path | None) ->
     counts: dict[str, int] = {}
     source = zeroshot_dir()
     for task in tasks:
-        name = task_name(variant, task)
+        name = variant_name(GROUP, variant, task)
         if variant == "lm_eval":
             config: dict[str, Any] = {"include": str(source / f"{task}.yaml"), "task": name, "task_alias": task}
             if data_dir is not None:
@@ -205,14 +190,15 @@ def _write_folder(out, variant: str, tasks: list[str], data_dir: Path | None) ->
             records = [lion_record(task, e, f"{where}:examples[{i}]") for i, e in enumerate(examples)]
             dataset = out.dataset({"test": out.data(f"{task}.jsonl", records)})
             counts[task] = len(records)
-            description = harness().read_task_yaml(source / f"{task}.yaml").get("description", "")
+            description = read_task_yaml(source / f"{task}.yaml").get("description", "")
             config = out.letter_choice_task(name, task, dataset, doc_to_text="Q: {{input}}\nA:",
                                             doc_to_target="{{target}}", description=description,
                                             version=FORMAT_VERSION)
         out.task(name, config)
-    upstream = harness().read_task_yaml(source / "_bbh_zeroshot.yaml")
-    out.task(group_name(variant), out.weighted_group(
-        group_name(variant), [task_name(variant, t) for t in tasks], [headline_key(variant)], version=FORMAT_VERSION,
+    upstream = read_task_yaml(source / "_bbh_zeroshot.yaml")
+    group = variant_name(GROUP, variant)
+    out.task(group, out.weighted_group(
+        group, [variant_name(GROUP, variant, t) for t in tasks], [headline_key(variant)], version=FORMAT_VERSION,
         aggregate=upstream.get("aggregate_metric_list") if variant == "lm_eval" else None))
     return counts
 

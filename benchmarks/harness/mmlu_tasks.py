@@ -19,7 +19,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from stillroom import UserError, get_host
+from stillroom import UserError
+from stillroom.benchmarks.harness.task_folders import read_task_yaml, task_folder, tasks_dir
 
 FORMAT_VERSION = 1
 GROUP = "stillroom_mmlu"
@@ -27,14 +28,9 @@ CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 SPLITS = ("test", "dev")  # dev holds the five few-shot examples of each subject
 
 
-def harness():
-    """The ``lm_eval`` evaluator's class, from the plugin host: it finds and reads lm-eval's task files and
-    writes our task folder."""
-    return get_host().component("evaluator", "lm_eval")
-
 
 def mmlu_dir() -> Path:
-    return harness().tasks_dir("mmlu") / "mmlu" / "default"
+    return tasks_dir("mmlu") / "mmlu" / "default"
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,7 +38,7 @@ def subject_categories() -> dict[str, str]:
     """Every MMLU subject -> its category, as lm-eval files them (sorted by subject)."""
     found = {}
     for path in sorted(mmlu_dir().glob("mmlu_*.yaml")):
-        config = harness().read_task_yaml(path) or {}
+        config = read_task_yaml(path) or {}
         tag, subject = config.get("tag"), config.get("dataset_name")
         if isinstance(tag, str) and subject:
             category = tag.removeprefix("mmlu_").removesuffix("_tasks")
@@ -97,7 +93,7 @@ def prepare(subjects: dict[str, str], data_dir: Path | None):
     files = [upstream_file(data_dir, s, split) for s in subjects for split in SPLITS] if data_dir else []
     names = {task_name(s): s for s in subjects}
     names.update({category_group(c): c for c in CATEGORIES if c in subjects.values()})
-    return harness().task_folder(
+    return task_folder(
         "mmlu", {"format": FORMAT_VERSION, "subjects": subjects, "source": "local" if data_dir is not None else "hub"},
         files=files, missing="no such MMLU file (expected the data.tar layout test/<subject>_test.csv and "
                              "dev/<subject>_dev.csv)",

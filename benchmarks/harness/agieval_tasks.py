@@ -18,7 +18,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from stillroom import UserError, get_host, read_jsonl
+from stillroom import UserError, read_jsonl
+from stillroom.benchmarks.harness.task_folders import read_task_yaml, tasks_dir, variant_folder, variant_name
 
 FORMAT_VERSION = 1
 GROUP = "stillroom_agieval"
@@ -27,20 +28,15 @@ LETTERS = "ABCDEFG"
 SUBFOLDERS = ("v1_1", "v1", ".")  # where the upstream repository's data/ keeps the files
 
 
-def harness():
-    """The ``lm_eval`` evaluator's class, from the plugin host: it finds and reads lm-eval's task files and
-    writes our task folder."""
-    return get_host().component("evaluator", "lm_eval")
-
 
 def agieval_dir() -> Path:
-    return harness().tasks_dir("agieval") / "agieval"
+    return tasks_dir("agieval") / "agieval"
 
 
 @functools.lru_cache(maxsize=None)
 def all_tasks() -> list[str]:
     """The 8 English multiple-choice tasks (upstream file names, e.g. ``lsat-ar``), in lm-eval's order."""
-    group = harness().read_task_yaml(agieval_dir() / "agieval_nous.yaml")
+    group = read_task_yaml(agieval_dir() / "agieval_nous.yaml")
     return [name.removeprefix("agieval_").replace("_", "-") for name in group["task"]]
 
 
@@ -95,31 +91,19 @@ def read_upstream(data_dir: Path, task: str) -> list[dict[str, Any]]:
 # Writing the folder
 
 
-def task_name(variant: str, task: str) -> str:
-    suffix = task.replace("-", "_")
-    return f"{GROUP}_{suffix}" if variant == "lm_eval" else f"{GROUP}_lion_{suffix}"
-
-
-def group_name(variant: str) -> str:
-    return GROUP if variant == "lm_eval" else f"{GROUP}_lion"
-
-
 def prepare(variant: str, tasks: list[str], data_dir: Path | None):
     """Write (or reuse) the task folder for ``variant`` on ``tasks``, reading ``data_dir`` or the hub."""
-    files = [upstream_file(data_dir, t) for t in tasks] if data_dir is not None else []
-    key = {"format": FORMAT_VERSION, "variant": variant, "tasks": tasks,
-           "source": "local" if data_dir is not None else HUB_PREFIX}
-    return harness().task_folder(
-        "agieval", key, files=files, missing="no such AGIEval file (expected the upstream layout v1_1/<task>.jsonl)",
-        group=group_name(variant), tasks={task_name(variant, t): t for t in tasks}, prefix=f"{variant}-",
-        fill=lambda out: _write_folder(out, variant, tasks, data_dir))
+    return variant_folder("agieval", GROUP, variant, tasks, data_dir, upstream_file=upstream_file, hub=HUB_PREFIX,
+                          version=FORMAT_VERSION,
+                          missing="no such AGIEval file (expected the upstream layout v1_1/<task>.jsonl)",
+                          fill=lambda out: _write_folder(out, variant, tasks, data_dir))
 
 
 def _write_folder(out, variant: str, tasks: list[str], data_dir: Path | None) -> dict[str, int]:
     """Write the data and YAMLs through ``out`` (the harness's task writer); returns examples per task."""
     counts: dict[str, int] = {}
     for task in tasks:
-        name = task_name(variant, task)
+        name = variant_name(GROUP, variant, task)
         dataset: dict[str, Any] = {}
         if data_dir is not None:
             records = read_upstream(data_dir, task)
@@ -132,8 +116,9 @@ def _write_folder(out, variant: str, tasks: list[str], data_dir: Path | None) ->
                 name, task, dataset or {"dataset_path": HUB_PREFIX + task, "dataset_name": None},
                 doc_to_text="{{query}}", doc_to_target="{{'" + LETTERS + "'[gold[0]]}}", version=FORMAT_VERSION)
         out.task(name, config)
-    out.task(group_name(variant), out.weighted_group(group_name(variant), [task_name(variant, t) for t in tasks],
-                                                     list(headline_keys(variant)), version=FORMAT_VERSION))
+    group = variant_name(GROUP, variant)
+    out.task(group, out.weighted_group(group, [variant_name(GROUP, variant, t) for t in tasks],
+                                       list(headline_keys(variant)), version=FORMAT_VERSION))
     return counts
 
 
