@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import re
 import sqlite3
 import threading
 import time
@@ -44,7 +46,21 @@ def call_key(identity: dict[str, Any], request: dict[str, Any], sample: int) -> 
 
 
 def endpoint_label(identity: dict[str, Any]) -> str:
-    return json.dumps(identity, sort_keys=True)
+    return redact_credentials(json.dumps(identity, sort_keys=True))
+
+
+# ``scheme://user:password@host``: the user-info part of a URL, which may hold an API key.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@\"']+@")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` removed: what identifies a server, never how to log in to it."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>", url)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the user-info of every URL in it removed (for labels, messages and stored values)."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>", text) if "@" in text else text
 
 
 class CallCache:
@@ -95,8 +111,9 @@ class CallCache:
             total = self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
             per = self._db.execute("SELECT endpoint, COUNT(*) FROM calls GROUP BY endpoint ORDER BY 2 DESC").fetchall()
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.exists())
+        # labels written before credentials were stripped from identities may still hold some: never show them
         return {"path": str(self.path), "entries": total, "bytes": size,
-                "endpoints": [{"endpoint": e, "entries": n} for e, n in per]}
+                "endpoints": [{"endpoint": redact_credentials(e), "entries": n} for e, n in per]}
 
     def clear(self) -> int:
         with self._lock:
@@ -107,3 +124,62 @@ class CallCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class CacheWriter:
+    """Stores answers from a background thread, so the caller (an event loop answering many requests) never
+    waits on SQLite. Each ``put`` is queued; the thread commits what has queued up in one transaction, at most
+    once per ``interval`` seconds: an answer is on disk within about ``interval`` of arriving (what a kill -9
+    can lose), and a stream of answers costs one commit per interval instead of one per answer. ``close``
+    commits the rest and re-raises a failed commit (a full disk)."""
+
+    def __init__(self, cache: CallCache, *, interval: float = 0.02, max_batch: int = 512):
+        self.cache = cache
+        self.interval = interval
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._last_commit = 0.0
+        self._thread = threading.Thread(target=self._run, name="stillroom-cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, rows: list[tuple[str, str, Any]]) -> None:
+        if self._error is not None:
+            raise self._error
+        if rows:
+            self._queue.put(rows)
+
+    def _run(self) -> None:
+        while True:
+            rows = self._queue.get()
+            if rows is None:
+                return
+            wait = self._last_commit + self.interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            batch = list(rows)
+            done = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                batch.extend(more)
+            self._last_commit = time.monotonic()
+            if self._error is None:
+                try:
+                    self.cache.put_many(batch)
+                except BaseException as exc:  # kept for the caller: this thread has no one to tell
+                    self._error = exc
+            if done:
+                return
+
+    def close(self) -> None:
+        """Commit everything queued and stop the thread; raises the first failed commit's error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -6,12 +6,20 @@ answers are a pure function of the request, so a run through faults must end wit
 fault-free run. Which attempt fails is a function of the seed, the request body and how many times that body
 was seen, so a given seed gives the same fault pattern whatever order concurrent requests arrive in.
 
+It also plays a server under load: a latency per request (fixed, or heavy-tailed: log-normal with a given
+median and 99th percentile, drawn from the seed and the request, so every client sees the same latencies), a
+limit on requests in flight (429 with Retry-After beyond it, as providers' concurrency limits do), and a hold
+(answer the first N requests, then keep every later one waiting until ``POST /release``) that lets a test kill a
+client at a known point.
+
 Run it with ``python -m stillroom.testing.fault_server --port 0 --rate-429 0.1 ...``; it prints
 ``listening on http://127.0.0.1:PORT`` once ready. Tests use :func:`start_fault_server`, which runs it in a
 subprocess and stops it by PID. It binds to loopback only and must never be exposed.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``,
-``GET /stats`` (request and fault counts, the most requests ever in flight at once) and ``POST /stats/reset``.
+``GET /stats`` (request and fault counts, the most requests ever in flight at once, answers per distinct
+request), ``GET /stats/timeline`` (every change of the in-flight count: ``[seconds, in_flight, arrivals]``),
+``POST /stats/reset`` and ``POST /release`` (answer held requests and stop holding).
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +62,11 @@ class FaultOptions:
     fixed_text: str = "OK"
     require_key: str | None = None  # answer 401 (echoing the key sent) unless this bearer key comes
     first_fault: str | None = None  # the first attempt of every distinct request gets this fault
+    latency_median_ms: float = 0.0  # with latency_p99_ms: a log-normal latency per request, on top of delay_ms
+    latency_p99_ms: float = 0.0
+    max_in_flight: int = 0  # 0: no limit; else a 429 (Retry-After: limit_retry_after) for requests beyond it
+    limit_retry_after: str = "0.05"
+    hold_after: int = 0  # 0: never; else answer this many generation requests, then hold the rest until /release
 
 
 @dataclass
@@ -64,18 +79,38 @@ class ServerState:
     faults: dict[str, int] = field(default_factory=lambda: {f: 0 for f in FAULTS})
     by_path: dict[str, int] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)  # good answers sent per distinct request
+    limited: int = 0  # 429s for going over max_in_flight
+    held: int = 0
+    passed: int = 0  # generation requests let through while a hold was armed
+    latency_s: float = 0.0  # injected latency of the good answers, summed
+    latency_max_s: float = 0.0
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     def reset(self) -> None:
-        self.requests = self.ok = 0
+        self.requests = self.ok = self.limited = self.held = self.passed = 0
+        self.latency_s = self.latency_max_s = 0.0
         self.max_in_flight = self.in_flight
         self.faults = {f: 0 for f in FAULTS}
         self.by_path = {}
         self.attempts = {}
+        self.answered = {}
+        self.timeline = []
+
+    def moved(self, change: int) -> None:
+        """The in-flight count changed by ``change``; kept on the timeline (bounded: tests and perf runs)."""
+        self.in_flight += change
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if len(self.timeline) < 200_000:
+            self.timeline.append((time.monotonic(), self.in_flight, self.requests))
 
     def snapshot(self) -> dict[str, Any]:
         return {"requests": self.requests, "ok": self.ok, "faults": dict(self.faults), "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight, "by_path": dict(self.by_path),
+                "max_in_flight": self.max_in_flight, "by_path": dict(self.by_path), "limited": self.limited,
+                "held": self.held, "answered_distinct": len(self.answered),
+                "answered_again": sum(n - 1 for n in self.answered.values()), "latency_s": round(self.latency_s, 6),
+                "latency_max_s": round(self.latency_max_s, 6),
                 "uptime_s": round(time.time() - self.started, 3)}
 
 
@@ -100,6 +135,18 @@ def choose_fault(options: FaultOptions, body: bytes, attempt: int) -> str | None
         if draw < edge:
             return fault
     return None
+
+
+def latency_s(options: FaultOptions, body: bytes) -> float:
+    """The latency of a request: delay_ms, plus a log-normal draw (median, 99th percentile) that depends only on
+    the seed and the body, so sequential and concurrent clients meet the same latencies."""
+    extra = 0.0
+    if options.latency_median_ms > 0:
+        p99 = max(options.latency_p99_ms, options.latency_median_ms)
+        sigma = (math.log(p99 / options.latency_median_ms) / statistics.NormalDist().inv_cdf(0.99))
+        draw = min(max(_unit(options.seed, "latency", hashlib.sha256(body).hexdigest()), 1e-12), 1 - 1e-12)
+        extra = options.latency_median_ms * math.exp(sigma * statistics.NormalDist().inv_cdf(draw))
+    return (options.delay_ms + extra) / 1000
 
 
 def _words(text: str) -> list[str]:
@@ -216,6 +263,7 @@ class FaultServer:
     def __init__(self, options: FaultOptions):
         self.options = options
         self.state = ServerState(options)
+        self.release = asyncio.Event()  # set by POST /release: held requests are answered
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -224,7 +272,7 @@ class FaultServer:
                 if request is None:
                     break
                 method, path, headers, body = request
-                keep = await self._respond(method, path, headers, body, writer)
+                keep = await self._respond(method, path, headers, body, writer, reader)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -250,7 +298,7 @@ class FaultServer:
         return method.upper(), target.split("?", 1)[0], headers, body
 
     async def _respond(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                       writer: asyncio.StreamWriter) -> bool:
+                       writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None = None) -> bool:
         """Write one response; False when the connection must be closed."""
         state, options = self.state, self.options
         if path == "/health" and method == "GET":
@@ -260,6 +308,12 @@ class FaultServer:
         if path == "/stats/reset" and method == "POST":
             state.reset()
             return await self._send(writer, _json(200, {"reset": True}))
+        if path == "/stats/timeline" and method == "GET":
+            start = state.timeline[0][0] if state.timeline else 0.0
+            return await self._send(writer, _json(200, [[round(t - start, 6), n, a] for t, n, a in state.timeline]))
+        if path == "/release" and method == "POST":
+            self.release.set()
+            return await self._send(writer, _json(200, {"released": True}))
         if path == "/v1/models" and method == "GET":
             return await self._send(writer, _json(200, {"object": "list", "data": [
                 {"id": "fault-model", "object": "model", "created": 0, "owned_by": "stillroom"}]}))
@@ -270,11 +324,21 @@ class FaultServer:
 
         state.requests += 1
         state.by_path[path] = state.by_path.get(path, 0) + 1
-        state.in_flight += 1
-        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        if options.max_in_flight and state.in_flight >= options.max_in_flight:
+            state.limited += 1
+            return await self._send(writer, _error(429, f"more than {options.max_in_flight} requests in flight",
+                                                   "rate_limit_error", {"Retry-After": options.limit_retry_after}))
+        state.moved(+1)
         try:
-            if options.delay_ms:
-                await asyncio.sleep(options.delay_ms / 1000)
+            if options.hold_after and not self.release.is_set():
+                if state.passed >= options.hold_after:
+                    state.held += 1
+                    await self.release.wait()
+                else:
+                    state.passed += 1
+            latency = latency_s(options, body)
+            if latency:
+                await asyncio.sleep(latency)
             if options.require_key is not None:
                 sent = headers.get("authorization", "")
                 if sent != f"Bearer {options.require_key}":
@@ -309,10 +373,15 @@ class FaultServer:
             if fault == "garbage":
                 noise = hashlib.sha256(body).hexdigest().encode() * 4
                 return await self._send(writer, _response(200, b"<html>upstream " + noise + b"</html>", "text/html"))
+            if reader is not None and reader.at_eof():
+                return False  # the client hung up (killed) while waiting: nobody receives this answer
             state.ok += 1
+            state.latency_s += latency
+            state.latency_max_s = max(state.latency_max_s, latency)
+            state.answered[digest] = state.answered.get(digest, 0) + 1
             return await self._send(writer, _response(200, answer))
         finally:
-            state.in_flight -= 1
+            state.moved(-1)
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
@@ -358,6 +427,13 @@ class FaultServerProcess:
 
     def reset(self) -> dict[str, Any]:
         return self._call("POST", "/stats/reset")
+
+    def timeline(self) -> list[list[float]]:
+        """``[seconds since the first change, in flight after it, requests arrived so far]`` per change."""
+        return self._call("GET", "/stats/timeline")  # type: ignore[return-value]
+
+    def release(self) -> dict[str, Any]:
+        return self._call("POST", "/release")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -421,6 +497,16 @@ def main(argv: list[str] | None = None) -> None:
                         ("slow", "an answer delayed by --slow-ms"), ("drop", "a connection closed without a response"),
                         ("truncated", "a JSON body cut in half"), ("garbage", "a 200 with an HTML body")]:
         parser.add_argument(f"--rate-{fault}", type=float, default=0.0, help=f"probability of {what} per attempt")
+    parser.add_argument("--latency-median-ms", type=float, default=0.0,
+                        help="heavy-tailed latency: median of a log-normal draw per request (added to --delay-ms)")
+    parser.add_argument("--latency-p99-ms", type=float, default=0.0,
+                        help="99th percentile of the log-normal latency (e.g. median 200, p99 5000)")
+    parser.add_argument("--max-in-flight", type=int, default=0,
+                        help="answer 429 to requests beyond this many in flight (0: no limit)")
+    parser.add_argument("--limit-retry-after", default="0.05",
+                        help="Retry-After header value of the 429s sent for going over --max-in-flight")
+    parser.add_argument("--hold-after", type=int, default=0,
+                        help="answer this many requests, then hold every later one until POST /release (0: never)")
     parser.add_argument("--slow-ms", type=float, default=3000.0, help="extra delay of a slow answer")
     parser.add_argument("--retry-after", default="1", help="Retry-After header value sent with 429s "
                                                           "(seconds or an HTTP date)")
@@ -436,7 +522,10 @@ def main(argv: list[str] | None = None) -> None:
                            rate_slow=args.rate_slow, rate_drop=args.rate_drop, rate_truncated=args.rate_truncated,
                            rate_garbage=args.rate_garbage, slow_ms=args.slow_ms, retry_after=args.retry_after,
                            seed=args.seed, answer=args.answer, fixed_text=args.fixed_text,
-                           require_key=args.require_key, first_fault=args.first_fault)
+                           require_key=args.require_key, first_fault=args.first_fault,
+                           latency_median_ms=args.latency_median_ms, latency_p99_ms=args.latency_p99_ms,
+                           max_in_flight=args.max_in_flight, limit_retry_after=args.limit_retry_after,
+                           hold_after=args.hold_after)
     if sum(getattr(options, f"rate_{f}") for f in FAULTS) > 1.0:
         parser.error("the fault rates add up to more than 1")
 

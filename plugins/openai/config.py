@@ -1,13 +1,16 @@
 """Options of the ``openai`` endpoint and the ``api`` teacher. No secret is ever a config value: the API key
-is named by the environment variable that holds it."""
+is named by the environment variable that holds it. A ``base_url`` may carry ``user:password@`` for a proxy
+that wants them: they are sent, but never serialised (a run's spec.json, events) nor shown."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_serializer, field_validator,
+                      model_validator)
 
 from stillroom import ComponentConfig, EndpointRef
+from stillroom.cache import redact_credentials, without_credentials
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -32,7 +35,16 @@ class OpenAIEndpointConfig(ComponentConfig):
     api_key_env: str = Field("OPENAI_API_KEY", min_length=1,
                              description="environment variable holding the API key, read at call time and never "
                                          "stored; a loopback base_url works without it")
-    concurrency: int = Field(16, ge=1, le=1024, description="requests in flight at once")
+    concurrency: int = Field(16, ge=1, le=1024, description="most requests in flight at once; the pool keeps this "
+                                                            "many in flight while work remains")
+    adaptive_concurrency: bool = Field(True, description="on a 429 or a spent rate-limit quota cut the requests "
+                                                         "in flight by a quarter, then add about one per round of "
+                                                         "successes, up to concurrency (AIMD)")
+    requests_per_minute: float | None = Field(None, gt=0, description="send at most this many requests per minute, "
+                                                                      "evenly spaced (a provider's published quota)")
+    tokens_per_minute: float | None = Field(None, gt=0, description="send at most this many tokens per minute "
+                                                                    "(prompt bytes / 4 + max_tokens * n per request, "
+                                                                    "evenly spaced)")
     max_retries: int = Field(6, ge=0, le=100, description="retries of one request after 429s, 5xx errors, timeouts, "
                                                           "dropped connections or malformed answers")
     timeout: float = Field(120.0, gt=0, description="seconds to wait for one answer before retrying")
@@ -52,8 +64,12 @@ class OpenAIEndpointConfig(ComponentConfig):
     @classmethod
     def _http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
+            raise ValueError(f"must start with http:// or https:// (got {redact_credentials(value)!r})")
         return value
+
+    @field_serializer("base_url", when_used="json")
+    def _no_credentials(self, value: str) -> str:
+        return without_credentials(value)
 
     @field_validator("budget_cost")
     @classmethod
@@ -87,6 +103,10 @@ class _TeacherBase(ComponentConfig):
         if self.endpoint is None:
             OpenAIEndpointConfig.model_validate(inline)
         return self
+
+    @field_serializer("base_url", when_used="json", check_fields=False)
+    def _no_credentials(self, value: str | None) -> str | None:
+        return without_credentials(value) if value is not None else None
 
     def inline(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in OpenAIEndpointConfig.model_fields

@@ -7,6 +7,7 @@ imports no other plugin.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,16 +15,16 @@ import typer
 from pydantic import ValidationError
 
 from stillroom import Context, GenerationRequest, UserError, build, write_jsonl_atomic
-from stillroom.progress import progress_bar
 
 HELP = "\n\n".join([
     "Answer every line of a JSONL prompts file with an endpoint and write the answers as JSONL.",
     'Input lines are {"id": ..., "prompt": "..."} (a raw text completion; --chat sends it as one user message) or '
     '{"id": ..., "messages": [{"role": ..., "content": ...}, ...]}. Each output line is the input line plus '
     '"completions" (the --n answer texts) and "usage" (prompt and completion tokens).',
-    "Every call goes through the call cache: running the same command again sends no request. The output file is "
-    "written atomically once every prompt is answered; if a run is interrupted, the answers of finished chunks are "
-    "already in the cache and a rerun only asks for the rest.",
+    "Every call goes through the call cache: running the same command again sends no request. Each answer is "
+    "stored the moment it arrives, so if a run is interrupted (Ctrl-C, a crash, kill -9) running the same command "
+    "again sends only the requests that were not answered. The output file is written atomically once every "
+    "prompt is answered.",
 ])
 
 
@@ -119,15 +120,17 @@ def generate(
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"])
             raise UserError(f"{where}: {problem['msg']}", f"{prompts}:{number}") from None
-    # The bar below covers the whole file; the endpoint's own per-call bar would nest inside it.
-    component = build("endpoint", endpoint, context=Context(progress=False), **config)
-    batch = max(1, int(getattr(component, "chunk_size", 64)))
-    answers = []
-    with progress_bar(f"generate ({endpoint})", total=len(requests)) as advance:
-        for start in range(0, len(requests), batch):
-            part = requests[start:start + batch]
-            answers.extend(component.generate(part, description=f"generate ({endpoint})"))
-            advance(len(part))
+    component = build("endpoint", endpoint, context=Context(), **config)
+    try:
+        # one call: the endpoint keeps its requests in flight across the whole file, stores every answer as it
+        # arrives and advances its progress bar per answer
+        answers = component.generate(requests, description=f"generate ({endpoint})")
+    except KeyboardInterrupt:
+        # the CLI's generic message points at `run --resume`; here the rerun itself is the resume
+        stats = component.stats
+        typer.echo(f"interrupted; the {stats['requests']} answers received are in the call cache: run the same "
+                   "command again to send only the unanswered requests", err=True)
+        sys.exit(130)
 
     def lines():
         for (_, record, _), completions in zip(rows, answers):

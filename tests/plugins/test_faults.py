@@ -4,6 +4,7 @@ faults, the fault pattern depends only on the seed, and /stats counts what happe
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -97,3 +98,37 @@ def test_max_in_flight_and_unknown_options(servers):
     with pytest.raises(TypeError, match="unknown fault server options"):
         start_fault_server(rate_teapot=1.0)
     assert set(FAULTS) == set(server.stats()["faults"])
+
+
+def test_heavy_tailed_latency_is_log_normal_and_the_same_for_every_client():
+    from stillroom.testing.fault_server import FaultOptions, latency_s
+
+    options = FaultOptions(latency_median_ms=200, latency_p99_ms=5000, delay_ms=10)
+    draws = sorted(latency_s(options, f"body {i}".encode()) for i in range(4000))
+    assert 0.18 < draws[2000] < 0.24  # median ~200 ms (+10 ms fixed)
+    assert 0.005 < sum(d > 5.0 for d in draws) / len(draws) < 0.02  # about 1% over 5 s
+    assert latency_s(options, b"same body") == latency_s(options, b"same body")
+    assert latency_s(FaultOptions(delay_ms=100), b"x") == 0.1
+
+
+def test_limit_in_flight_answers_429_beyond_it_and_hold_waits_for_release(servers):
+    import concurrent.futures
+
+    server = servers(delay_ms=200, max_in_flight=2, limit_retry_after="0.25", hold_after=1)
+    body = {"model": "m", "prompt": "first"}
+    assert httpx.post(server.base_url + "/completions", json=body).status_code == 200  # the one let through
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(httpx.post, server.base_url + "/completions", json={"model": "m", "prompt": str(i)},
+                            timeout=10) for i in range(2)]
+        deadline = time.monotonic() + 10
+        while server.stats()["held"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        over = httpx.post(server.base_url + "/completions", json={"model": "m", "prompt": "third"})
+        assert over.status_code == 429 and over.headers["retry-after"] == "0.25"
+        assert server.stats()["ok"] == 1  # the two are held
+        server.release()
+        assert [f.result().status_code for f in held] == [200, 200]
+    stats = server.stats()
+    assert stats["limited"] == 1 and stats["max_in_flight"] == 2 and stats["answered_distinct"] == 3
+    timeline = server.timeline()
+    assert max(count for _, count, _ in timeline) == 2 and timeline[-1][1] == 0

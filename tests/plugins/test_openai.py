@@ -56,7 +56,6 @@ def test_chat_and_text_completions(stillroom_host, clean):
 def test_concurrency_is_bounded(stillroom_host, servers):
     server = servers(delay_ms=60)
     api = endpoint(server, Context(cache=None), concurrency=4)
-    assert api.chunk_size == 16
     answers = api.generate([chat(f"question {i}") for i in range(24)])
     assert texts(answers) == [[f"echo: question {i}"] for i in range(24)]
     stats = server.stats()
