@@ -8,6 +8,7 @@ folder, then falls back to the per-user directories of the platform. Content-key
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -20,14 +21,26 @@ from stillroom.errors import UserError
 def cache_dir() -> Path:
     """The call cache and cached models: ``STILLROOM_CACHE_DIR`` or the per-user cache directory."""
     path = Path(os.environ.get("STILLROOM_CACHE_DIR") or platformdirs.user_cache_dir("stillroom"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return usable_folder(path, "STILLROOM_CACHE_DIR" if os.environ.get("STILLROOM_CACHE_DIR") else "cache folder")
 
 
 def home_dir() -> Path:
     """The results store: ``STILLROOM_HOME`` or the per-user data directory."""
     path = Path(os.environ.get("STILLROOM_HOME") or platformdirs.user_data_dir("stillroom"))
-    path.mkdir(parents=True, exist_ok=True)
+    return usable_folder(path, "STILLROOM_HOME" if os.environ.get("STILLROOM_HOME") else "home folder")
+
+
+def usable_folder(path: Path, location: str) -> Path:
+    """``path``, created if missing; a UserError at ``location`` when it is a file, cannot be created or is not
+    writable, so an unusable folder fails before any work instead of after it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot use {path} as a folder: {exc.strerror or exc}", location) from None
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder", location)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{path} is not writable", location)
     return path
 
 
@@ -86,3 +99,63 @@ def mirror_folder(configured: str | None, default: Path | None, *, label: str, l
         raise UserError(f"the data root has no {default.name} folder ({default}); set data_dir, or unset "
                         f"STILLROOM_DATA to load {label} from the hub", location)
     return default
+
+
+# Labels, run names and other user-chosen names become folder names: one path segment, portable, short enough
+# for every file system once a run id and a stage name are added to it.
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_SLUG = re.compile(SLUG_PATTERN)
+
+
+def slug_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a folder name (None when it can): one segment of letters, digits, ``.``, ``_``
+    and ``-``, starting with a letter or digit, at most 64 characters."""
+    if not isinstance(name, str) or not name:
+        return "must not be empty"
+    if _SLUG.match(name):
+        return None
+    if len(name) > 64:
+        return f"is {len(name)} characters long; use at most 64"
+    return (f"{shorten(repr(name), 80)} is not a usable name: use letters, digits, '.', '_' and '-', starting with "
+            "a letter or digit")
+
+
+def safe_name(text: str, limit: int = 64) -> str:
+    """A folder name for free text such as a URL (``http://host:8000/v1`` -> ``http-host-8000-v1``): anything but
+    letters, digits, ``.``, ``_`` and ``-`` becomes ``-``; long or altered text keeps a short digest, so two
+    different texts never share a folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+    if cleaned == text and len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[:limit - 9].rstrip('-.')}-{digest}"
+
+
+def inside(root: Path, path: Path, location: str | None = None) -> Path:
+    """``path`` (absolute, or relative to ``root``) when it stays under ``root`` after resolving ``..`` and
+    symlinks; a UserError otherwise, so no name can make a run write outside its folder."""
+    root = Path(root).resolve()
+    target = (root / path).resolve()
+    if target != root and root not in target.parents:
+        raise UserError(f"{shorten(str(path), 120)} would be written outside {root}", location or str(root))
+    return target
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to about ``limit`` characters for a message, saying how much was left out."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped); bytes that are not UTF-8 are a UserError
+    at ``file:line``."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"not UTF-8 text (byte 0x{data[exc.start:exc.start + 1].hex()}); save the file as UTF-8",
+                        f"{path}:{line}") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from stillroom import ComponentConfig, Generator, UserError, read_jsonl
+from stillroom import ComponentConfig, Generator, UserError, paths, read_jsonl
 
 
 class FieldMap(ComponentConfig):
@@ -26,16 +26,18 @@ class FieldMap(ComponentConfig):
     id: str | None = Field(None, description="field holding a record id (default: the file name and line number)")
 
 
-def _alpaca(row: dict[str, Any]) -> dict[str, Any]:
-    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-    return {"prompt": prompt, "target": row.get("output", "")}
+def _alpaca(row: dict[str, Any], location: str) -> dict[str, Any]:
+    prompt = _text(row, "instruction", location) + (f"\n\n{_text(row, 'input', location)}" if row.get("input") else "")
+    return {"prompt": prompt, "target": _text(row, "output", location) if "output" in row else ""}
 
 
 def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(location, row)`` pairs from a JSONL, JSON-array or CSV file; errors name ``file:line``."""
     if not path.exists():
         raise UserError("no such data file", str(path))
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise UserError("is a folder, not a data file", str(path))
+    text = paths.read_utf8(path)  # a byte-order mark (Excel's CSV export) is dropped, so headers stay clean
     if path.suffix == ".csv":
         reader = csv.reader(text.splitlines())
         header = next(reader, None) or []
@@ -52,22 +54,34 @@ def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
             raise UserError(f"malformed JSON: {exc.msg}", f"{path}:{exc.lineno}") from None
         if not isinstance(data, list):
             raise UserError("expected a JSON array of records", str(path))
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise UserError(f"each element must be a JSON object (a record), found {type(row).__name__} "
+                                f"{paths.shorten(json.dumps(row), 60)}", f"{path}#{i}")
         return [(f"{path.name}#{i}", row) for i, row in enumerate(data)]
     return [(f"{path.name}:{number}", row)
-            for number, row in read_jsonl(path, numbered=True, objects=True, encoding="utf-8")]
+            for number, row in read_jsonl(path, numbered=True, objects=True, encoding="utf-8-sig")]
+
+
+def _text(row: dict[str, Any], field: str, location: str) -> str:
+    """A record field as text: a null is an error (``str(None)`` would train on the text "None")."""
+    value = row[field]
+    if value is None:
+        raise UserError(f"field {field!r} is null; it must be text", location)
+    return str(value)
 
 
 def to_record(location: str, row: dict[str, Any], fields: FieldMap) -> dict[str, Any]:
     if fields.prompt not in row and "instruction" in row:
-        record = _alpaca(row)
+        record = _alpaca(row, location)
     else:
         if fields.prompt not in row:
-            raise UserError(f"missing field {fields.prompt!r} (fields: {', '.join(row)})", location)
-        record = {"prompt": str(row[fields.prompt])}
+            raise UserError(f"missing field {fields.prompt!r} (fields: {paths.shorten(', '.join(row), 200)})", location)
+        record = {"prompt": _text(row, fields.prompt, location)}
         if fields.target and fields.target in row:
-            record["target"] = str(row[fields.target])
+            record["target"] = _text(row, fields.target, location)
     if fields.answer and fields.answer in row:
-        record["answer"] = str(row[fields.answer])
+        record["answer"] = _text(row, fields.answer, location)
     record["id"] = str(row[fields.id]) if fields.id and fields.id in row else location
     return record
 

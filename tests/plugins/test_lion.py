@@ -171,7 +171,7 @@ def test_arithmetic_referee_and_variations_read_the_synthetic_format(stillroom_h
     assert judged[2].failed and judged[2].scores == [-1.0, -1.0]
     assert score_answer("3+4=8. The answer is 8.", "7", [(3, "+", 4, 7)])[0] == 2.0  # stated only
 
-    variations = build("generator", "arithmetic_variations", operators=["+", "-", "*"])
+    variations = build("generator", "arithmetic_variations")  # operators and operands: the data's
     avoid = variations.avoid_keys(data["test"])
     asks = [{"seed": seed, "mode": mode, "key": f"{mode}{i}"} for i, seed in enumerate(data["train"][:20])
             for mode in ("hard", "easy")]
@@ -426,7 +426,7 @@ def get_json(url: str):
 
 @pytest.fixture
 def served(tiny_teacher_dir, tmp_path):
-    with served_model(tiny_teacher_dir, log=tmp_path / "serve.log", device="cpu") as url:
+    with served_model(tiny_teacher_dir, log=tmp_path / "serve.log", device="cpu", name="tiny") as url:
         yield url
 
 

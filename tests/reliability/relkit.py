@@ -80,11 +80,13 @@ class Done:
 
 
 def stillroom(argv: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 240,
-              preexec_fn=None) -> Done:
-    """Run ``python -m stillroom.cli ARGV``; the process group is killed if it outlives ``timeout``."""
+              preexec_fn=None, stdin=None) -> Done:
+    """Run ``python -m stillroom.cli ARGV``; the process group is killed if it outlives ``timeout``. ``stdin``:
+    as for Popen (None inherits the test's; subprocess.DEVNULL is "not a terminal")."""
     started = time.monotonic()
     process = subprocess.Popen([PYTHON, "-m", "stillroom.cli", *argv], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=preexec_fn)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=preexec_fn,
+                               stdin=stdin)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
