@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 from importlib import metadata
@@ -42,15 +44,47 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 @app.command()
 def run(spec: Path = typer.Argument(..., help="run spec (.toml or .yaml)"),
-        resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished run of this spec")):
-    """Run a spec: every method, every evaluator, results to the leaderboard."""
-    from stillroom.leaderboard import render
+        resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished run of this spec"),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="train every method entry once per seed, e.g. "
+                                            "0,1,2 (replaces the spec's seeds)"),
+        jobs: str = typer.Option("1", "--jobs", "-j", help="method x seed entries run at once in separate processes; "
+                                 "'auto': one per GPU, else CPU cores / OMP_NUM_THREADS"),
+        launcher: str = typer.Option("local", "--launcher", help="where entries run with --jobs: local or slurm"),
+        partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (--launcher slurm)"),
+        time_minutes: int = typer.Option(24 * 60, "--time", min=1, help="time limit of each entry's job in minutes"),
+        slurm_gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs per entry's Slurm job (default: "
+                                                 "1 when this machine sees a GPU, else 0)")):
+    """Run a spec: every method (at every seed), every evaluator, results to the leaderboard."""
+    from stillroom.entries import LAUNCHERS, LaunchOptions, parse_jobs, parse_seeds, threads_per_job, visible_gpus
+    from stillroom.leaderboard import render_pivot
     from stillroom.runs import execute
     from stillroom.store import ResultsStore
 
-    result = execute(spec, resume=resume, console=console)
+    if launcher not in LAUNCHERS:
+        raise UserError(f"unknown launcher {launcher!r}{suggest(launcher, LAUNCHERS)}; use local or slurm", "--launcher")
+    if partition is not None and launcher != "slurm":
+        raise UserError("a partition is a Slurm option; add --launcher slurm", "--partition")
+    if slurm_gpus is not None and launcher != "slurm":
+        raise UserError("GPUs per job are a Slurm option (locally every visible GPU is used); add --launcher slurm",
+                        "--gpus")
+    count = parse_jobs(jobs)
+    launch = LaunchOptions(jobs=count, launcher=launcher, partition=partition, time_minutes=time_minutes,
+                           threads_per_job=threads_per_job() if count > 1 or launcher != "local" else None,
+                           # locally: every visible GPU, one entry on each; on Slurm: GPUs per entry's job
+                           gpus=(visible_gpus() if count > 1 else 0) if launcher == "local" else
+                           (slurm_gpus if slurm_gpus is not None else min(visible_gpus(), 1)))
+    result = execute(spec, resume=resume, console=console, seeds=parse_seeds(seeds), launch=launch)
     console.print(f"run {result.id}: {result.dir.root}")
-    render(ResultsStore.default().rows(run_id=result.id, latest=False), "table", console)
+    render_pivot(ResultsStore.default().rows(run_id=result.id, latest=False), "table", console)
+    _print_next_steps(result)
+
+
+def _print_next_steps(result) -> None:
+    """Where the report is and how to see the leaderboard again: the last lines of every finished run."""
+    report = result.dir.root / "report.html"
+    if report.exists():
+        console.print(f"report: {report}", soft_wrap=True, highlight=False)
+    console.print(f"leaderboard: stillroom leaderboard --run {result.id}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -61,14 +95,19 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="table, 
                 run_id: Optional[str] = typer.Option(None, "--run", help="only this run"),
                 model: Optional[str] = typer.Option(None, help="only this model"),
                 history: bool = typer.Option(False, "--history", help="every result, not just the latest"),
-                sort: Optional[str] = typer.Option(None, "--sort", help="sort by this column (e.g. value, gap_closed)"),
+                sort: Optional[str] = typer.Option(None, "--sort", help="sort by this column: a metric (e.g. exact_match) "
+                                                   "or budget column (e.g. flops_estimate); with --long e.g. value"),
                 descending: Optional[bool] = typer.Option(None, "--desc/--asc", help="sort direction (default: "
                                                           "descending for numbers, ascending for text)"),
                 compare: Optional[tuple[str, str]] = typer.Option(None, "--compare", metavar="A B",
                                                                   help="paired significance tests of model A vs B"),
-                seed: int = typer.Option(0, "--seed", help="bootstrap seed for --compare")):
-    """Show the leaderboard, or compare two models with paired tests (--compare A B)."""
-    from stillroom.leaderboard import FORMATS, render, render_comparison
+                seed: int = typer.Option(0, "--seed", help="bootstrap seed for --compare"),
+                long: Optional[bool] = typer.Option(None, "--long/--pivot", help="--long: one row per model, "
+                                                    "evaluator and metric; --pivot: one row per model entry "
+                                                    "(default: pivot, except json, which stays long)")):
+    """Show the leaderboard (one row per model entry: each metric with its interval and verdict against the
+    reference, and the budget consumed), or compare two models with paired tests (--compare A B)."""
+    from stillroom.leaderboard import FORMATS, render, render_comparison, render_pivot
     from stillroom.store import ResultsStore
 
     if fmt not in FORMATS:
@@ -87,12 +126,61 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="table, 
             if not rows and fmt == "table":
                 console.print(f"no matching results in {store.path}")
                 return
-            text = render(rows, fmt, console, sort=sort, descending=descending)
+            long = fmt == "json" if long is None else long  # json stays one row per result for scripts
+            text = (render if long else render_pivot)(rows, fmt, console, sort=sort, descending=descending)
     if output:
         output.write_text(text)
         console.print(f"wrote {output}")
     elif text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def report(target: str = typer.Argument(..., metavar="RUN_OR_SPEC", help="a run id, a run folder, or a spec "
+                                        "(its newest recorded run)"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the page (default: "
+                                                 "report.html in the run folder)")):
+    """Write the HTML report of one run (leaderboard, verdicts, training curves, cost, samples) and print its path."""
+    from stillroom.report import html_report
+    from stillroom.store import ResultsStore
+
+    with ResultsStore.default() as store:
+        run_id = _run_of(target, store)
+        rows = store.rows(run_id=run_id, latest=False)
+    run_dir = next((r["run_dir"] for r in rows if r.get("run_dir")), None)
+    path = output or (Path(run_dir) / "report.html" if run_dir else None)
+    if path is None:
+        raise UserError(f"the store does not know run {run_id}'s folder; add -o report.html", "RUN_OR_SPEC")
+    name = rows[0]["model"].split("/", 1)[0]
+    path.write_text(html_report(rows, title=f"{name} {run_id}"))
+    sys.stdout.write(f"{path}\n")
+
+
+def _run_of(target: str, store) -> str:
+    """The run id ``stillroom report`` means: a run folder's (its manifest), a spec's newest run in the store (by
+    the spec's name), or ``target`` itself when the store has results of that run."""
+    path = Path(target)
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            raise UserError("not a run folder (no manifest.json)", target)
+        run_id = json.loads(manifest.read_text())["run_id"]
+    elif path.is_file():
+        from stillroom.specs import load_spec
+
+        name = load_spec(path).name
+        created = {r["run_id"]: r["created"] for r in store.rows(latest=False) if r["model"].startswith(f"{name}/")}
+        if not created:
+            raise UserError(f"no results of a run named {name!r} in {store.path}; run `stillroom run {target}` first",
+                            target)
+        run_id = max(created, key=created.get)
+    else:
+        run_id = target
+    if not store.rows(run_id=run_id, latest=False):
+        runs = sorted({r["run_id"] for r in store.rows(latest=False)})
+        raise UserError(f"no results of run {run_id!r} in {store.path}{suggest(run_id, runs)}; give a run id, a run "
+                        "folder or a spec", target)
+    return run_id
 
 
 def _option_values(options: list[str]) -> dict:
@@ -151,17 +239,24 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
     context = Context(run_dir=run_dir.root)
     scorer = build("evaluator", evaluator, context=context, **config)
     if predictions is not None:
-        if not hasattr(scorer, "score_texts"):
+        from stillroom.roles import TextScorer
+
+        if not isinstance(scorer, TextScorer):
             raise UserError(f"evaluator {evaluator!r} cannot score files; give it a --model", "--predictions")
         result = scorer.score_texts(texts, refs).model_dump()
         subject_name, role = predictions.name, "predictions"
     else:
         if model.startswith(("http://", "https://")):
+            from stillroom.paths import safe_name
+
             component = build("endpoint", "openai", context=context, base_url=model, model=served_model)
-            subject_name = f"{served_model}@{model}"
+            # one folder name, not a nested path: "tiny@http://host:8000/v1" -> "tiny-http-host-8000-v1-<digest>"
+            subject_name = safe_name(f"{served_model}@{re.sub(r'//[^/@]*@', '//', model)}")  # no user:key in it
         else:
             component = build("student", "hf", context=context, model=model)
-            subject_name = Path(model).name or model
+            from stillroom.paths import safe_name
+
+            subject_name = safe_name(Path(model).name or model)
         result = evaluate_subject(run_dir, subject_name, component, evaluator, scorer, "model")
         role = "model"
     with ResultsStore.default() as store:
@@ -196,7 +291,7 @@ def spec_schema():
 
 
 @plugins_app.command("list")
-def plugins_list(as_json: bool = typer.Option(False, "--json", help="one JSON object per component"),
+def plugins_list(as_json: bool = typer.Option(False, "--json", help="a JSON array, one object per component"),
                  available: bool = typer.Option(False, "--available", help="also list installable plugins from the registry")):
     """List loaded plugins and the components they provide."""
     from stillroom.plugin_manager import get_host
@@ -223,9 +318,8 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="one JSON ob
                 for component in known.components:
                     entries.append({"plugin": name, "role": component.role, "kind": component.kind,
                                     "version": None, "status": "available"})
-    if as_json:
-        for entry in entries:
-            sys.stdout.write(json.dumps(entry) + "\n")
+    if as_json:  # one JSON array, so `json.load` (or jq) reads the whole listing at once
+        sys.stdout.write(json.dumps(entries, indent=1) + "\n")
         return
     from rich.table import Table
 
@@ -293,9 +387,29 @@ def cache_clear(yes: bool = typer.Option(False, "--yes", "-y", help="do not ask 
     """Delete every cached call."""
     from stillroom.context import Context
 
-    if not yes and sys.stdin.isatty() and not typer.confirm("delete every cached call?"):
-        raise typer.Exit(1)
-    console.print(f"removed {Context().cache.clear()} cached calls")
+    cache = Context().cache
+    if not yes:
+        if not sys.stdin.isatty():  # a script or a pipe cannot answer: deleting paid-for answers needs --yes
+            raise UserError("asks for confirmation and stdin is not a terminal; add --yes to delete every cached "
+                            "call", "cache clear")
+        if not typer.confirm(f"delete every cached call in {cache.path}?"):
+            raise typer.Exit(1)
+    console.print(f"removed {cache.clear()} cached calls")
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command("completion")
+def completion(shell: str = typer.Argument(..., help="bash, zsh or fish")):
+    """Print the shell completion script, e.g. `eval "$(stillroom completion bash)"` in ~/.bashrc."""
+    # typer writes the script; the shell then calls `stillroom` with _STILLROOM_COMPLETE set, which main() answers
+    from typer._completion_shared import get_completion_script
+
+    if shell not in SHELLS:
+        raise UserError(f"unknown shell {shell!r}{suggest(shell, SHELLS)}; use one of {', '.join(SHELLS)}", "completion")
+    script = get_completion_script(prog_name="stillroom", complete_var="_STILLROOM_COMPLETE", shell=shell)
+    sys.stdout.write(script if script.endswith("\n") else script + "\n")
 
 
 def _add_plugin_commands() -> None:
@@ -308,6 +422,10 @@ def main(argv: list[str] | None = None) -> None:
     raise_errors = bool(os.environ.get("STILLROOM_RAISE_ERRORS"))
     try:
         _add_plugin_commands()
+        if os.environ.get("_STILLROOM_COMPLETE"):  # a shell asking for completions (see `stillroom completion`)
+            from typer.completion import completion_init
+
+            completion_init()
         code = app(args=argv, standalone_mode=False, prog_name="stillroom")
         # Without standalone mode typer returns exit codes (130 for Ctrl-C, typer.Exit(n)) instead of exiting.
         if code == 130:
@@ -319,15 +437,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         lines = getattr(exc, "lines", None) or [str(exc)]
         for line in lines:
-            print(line, file=sys.stderr)
+            print(_one_line(line), file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:
-        import errno
-
-        if raise_errors or exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    except (OSError, UnicodeError, OverflowError, sqlite3.DatabaseError) as exc:
+        # The error boundary: what the machine or a file handed us (a folder where a file belongs, bytes that are
+        # not UTF-8, a damaged database, a number too big) is the user's to fix, so one located line, exit 2.
+        if raise_errors:
             raise
-        where = exc.filename or "disk"
-        print(f"{where}: {exc.strerror}; finished stages are kept, free space and continue with --resume", file=sys.stderr)
+        print(_one_line(_boundary_line(exc)), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept, continue with --resume", file=sys.stderr)
@@ -350,6 +467,68 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, errors["abort"]):
             sys.exit(1)
         raise
+
+
+MESSAGE_LIMIT = 500  # characters of one error line; a 500 kB value in a message must not flood the terminal
+
+
+def _one_line(text: str) -> str:
+    from stillroom.paths import shorten
+
+    return shorten(" ".join(str(text).split("\n")), MESSAGE_LIMIT)
+
+
+def _boundary_line(exc: BaseException) -> str:
+    """``location: message`` for an error caught at the boundary."""
+    import errno
+
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else _file_in_traceback(exc)
+        where = str(where) if where is not None else "input/output"
+        if exc.filename2 is not None:
+            where += f" -> {exc.filename2}"
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return f"{where}: {reason}; finished stages are kept, free space and continue with --resume"
+        hints = {errno.EISDIR: "a folder where a file is expected", errno.ENOTDIR: "a file where a folder is expected",
+                 errno.ENAMETOOLONG: "the name is too long for the file system"}
+        return f"{where}: {reason}" + (f" ({hints[exc.errno]})" if exc.errno in hints else "")
+    if isinstance(exc, UnicodeDecodeError):
+        where = _file_in_traceback(exc) or "input"
+        bad = exc.object[exc.start:exc.start + 1].hex() if isinstance(exc.object, (bytes, bytearray)) else "?"
+        return f"{where}: not UTF-8 text (byte 0x{bad} at offset {exc.start}); save the file as UTF-8"
+    if isinstance(exc, sqlite3.DatabaseError):
+        where = _file_in_traceback(exc, suffixes=(".sqlite", ".db")) or "database"
+        return f"{where}: {exc} (the SQLite file may be damaged or not a database; move it away to start anew)"
+    if isinstance(exc, OverflowError):
+        return f"{_file_in_traceback(exc) or 'input'}: a value is too large: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _file_in_traceback(exc: BaseException, suffixes: tuple[str, ...] = ()) -> str | None:
+    """The file an error happened in, found among the innermost frames' open files and paths (an error from
+    ``Path.read_text`` or a reader loop knows no file name itself)."""
+    import io
+
+    tb, frames = exc.__traceback__, []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in list(frame.f_locals.values()):
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                name = value.name
+            elif isinstance(value, Path) and (value.suffix or value.exists()):
+                name = str(value)
+            else:
+                continue
+            if not suffixes or name.endswith(suffixes):
+                return name
+        for value in list(frame.f_locals.values()):  # ResultsStore / CallCache keep theirs in .path
+            path = getattr(value, "path", None)
+            if suffixes and isinstance(path, Path) and str(path).endswith(suffixes):
+                return str(path)
+    return None
 
 
 def _click_errors() -> dict[str, tuple[type, ...]]:

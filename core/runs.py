@@ -25,11 +25,14 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
+from stillroom import paths, preflight, runlock
 from stillroom.context import Context
 from stillroom.errors import UserError
 from stillroom.plugin_manager import PluginHost, get_host
 from stillroom.roles import Component, Student, Subject
-from stillroom.specs import Budget, load_spec, spec_hash
+from stillroom.seeding import derive_seed, seed_everything
+from stillroom.specs import Budget, spec_hash
+from stillroom.store import BUDGET_COLUMNS
 
 DONE = ".done"
 FINISHED = "FINISHED"
@@ -141,6 +144,7 @@ class RunDirectory:
             log.flush()
 
     def stage_path(self, name: str) -> Path:
+        paths.inside(self.root / "stages", Path(name), f"stage {name}")  # no name may lead out of the run folder
         return self.root / "stages" / name
 
     def is_done(self, name: str) -> bool:
@@ -194,9 +198,36 @@ class RunDirectory:
         return read_jsonl(self.stage(name, produce) / filename)
 
 
+# What a training stage consumed (``store.BUDGET_COLUMNS``), under these names in its stage.json and summed per
+# entry by ``MethodJob.summary`` (averaged over seeds on the leaderboard). ``MethodJob.stage`` measures the API
+# and time columns itself; the training engine reports the others.
+
+
+def entry_stage_prefix(kind: str, label: str, seed: int, seeded: bool) -> str:
+    """Where an entry's stages live: ``methods/<label>/`` (``kind`` "methods") or ``eval/<label>/``, with a
+    ``seed<s>/`` level when the run trains several seeds. The one place that spells this layout."""
+    return f"{kind}/{label}/seed{seed}" if seeded else f"{kind}/{label}"
+
+
+def _endpoint_usage(endpoints: list[Any]) -> dict[str, float]:
+    """Calls (cached or paid), tokens and cost so far, summed over ``endpoints``."""
+    total = {"calls": 0.0, "paid": 0.0, "tokens": 0.0, "cost": 0.0}
+    for endpoint in endpoints:
+        stats = endpoint.stats
+        total["calls"] += stats.get("requests", 0) + stats.get("cache_hits", 0)
+        total["paid"] += stats.get("requests", 0)
+        total["tokens"] += stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0) + stats.get("cached_tokens", 0)
+        total["cost"] += stats.get("cost", 0.0) or 0.0
+    return total
+
+
 @dataclass
 class MethodJob:
-    """What a method gets: the roles, the data, the budget, and resumable stages under its own prefix."""
+    """What a method gets: the roles, the data, the budget, and resumable stages under its own prefix.
+
+    ``seed`` is this entry's seed; ``seeded`` says whether the run trains several seeds (the seed is then part
+    of every stage path). Every stage reseeds Python, NumPy and torch from ``stage_seed(name)`` first, so an
+    entry's result does not depend on what ran before it in the process."""
 
     label: str
     method: Component
@@ -208,23 +239,77 @@ class MethodJob:
     run_dir: RunDirectory
     context: Context
     info: dict[str, Any] = field(default_factory=dict)
+    seeded: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """This entry's stage folder, relative to ``stages/`` (``methods/<label>`` or ``methods/<label>/seed<s>``)."""
+        return entry_stage_prefix("methods", self.label, self.seed, self.seeded)
 
     def _name(self, name: str) -> str:
-        return f"methods/{self.label}/{name}"
+        return f"{self.prefix}/{name}"
 
-    def _teacher_requests(self) -> int:
-        endpoint = getattr(self.teacher, "endpoint", None)
-        return int(endpoint.stats["requests"]) if endpoint is not None else 0
+    def stage_path(self, name: str = "") -> Path:
+        """The folder of this entry's stage ``name`` (of the entry itself when empty)."""
+        return self.run_dir.stage_path(self._name(name) if name else self.prefix)
+
+    def stage_metrics(self, name: str) -> dict[str, Any]:
+        """The recorded metrics of this entry's finished stage ``name`` ({} when it has not finished)."""
+        return self.run_dir.stage_metrics(self._name(name))
+
+    def stage_seed(self, name: str) -> int:
+        """The seed of stage ``name``: from the entry's seed and the stage's name within the entry (not its label
+        or folder, so renaming an entry or adding seeds to a spec does not change what it trains)."""
+        return derive_seed(self.seed, name)
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """A folder for mid-stage checkpoints of stage ``name``: outside the stage's ``.partial`` folder (which a
+        restarted stage deletes), so a killed stage can continue from it; removed once the stage is done."""
+        folder = self.run_dir.root / "checkpoints" / self._name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def train_records(self) -> list[dict[str, Any]]:
+        """The budget's training problems: the first ``budget.train_examples`` records of the train split (all
+        when unset), the same ids for every method and seed, in an order fixed by this entry's seed alone."""
+        import random
+
+        rows = self.data.get("train") or []
+        if not rows:
+            raise UserError("the data has no 'train' split, or it is empty", f"methods[{self.label}]")
+        chosen = list(rows[:self.budget.train_examples] if self.budget.train_examples else rows)
+        random.Random(derive_seed(self.seed, "train_records")).shuffle(chosen)
+        return chosen
+
+    def _endpoints(self) -> list[Any]:
+        found = list(self.context.endpoints.values())
+        teacher_endpoint = getattr(self.teacher, "endpoint", None)
+        if teacher_endpoint is not None and all(teacher_endpoint is not e for e in found):
+            found.append(teacher_endpoint)
+        return found
 
     def stage(self, name: str, produce: Callable[[Path], dict | None]) -> Path:
-        before = self._teacher_requests()
-
+        """Run this entry's stage ``name`` (see ``RunDirectory.stage``), seeded from ``stage_seed(name)``; its
+        metrics gain the API calls, tokens and cost it used, and its wall time."""
         def counted(folder: Path):
+            seed_everything(self.stage_seed(name))
+            before, start = _endpoint_usage(self._endpoints()), time.perf_counter()
             metrics = dict(produce(folder) or {})
-            metrics.setdefault("teacher_requests", self._teacher_requests() - before)
+            after = _endpoint_usage(self._endpoints())
+            metrics.setdefault("teacher_calls", int(after["calls"] - before["calls"]))
+            metrics.setdefault("teacher_calls_paid", int(after["paid"] - before["paid"]))
+            metrics.setdefault("teacher_tokens", int(after["tokens"] - before["tokens"]))
+            metrics.setdefault("cost", round(after["cost"] - before["cost"], 6))
+            metrics.setdefault("wall_seconds", round(time.perf_counter() - start, 3))
+            # kept under its old name for readers of earlier stage.json files
+            metrics.setdefault("teacher_requests", metrics["teacher_calls_paid"])
             return metrics
 
-        return self.run_dir.stage(self._name(name), counted)
+        path = self.run_dir.stage(self._name(name), counted)
+        checkpoints = self.run_dir.root / "checkpoints" / self._name(name)
+        if process_rank() == 0 and checkpoints.exists() and self.run_dir.is_done(self._name(name)):
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return path
 
     def jsonl_stage(self, name: str, compute: Callable[[], list[dict]]) -> list[dict]:
         def produce(folder: Path):
@@ -246,14 +331,18 @@ class MethodJob:
         return self.student.load(path / "model")
 
     def summary(self) -> dict[str, Any]:
-        """Wall time and teacher calls summed over this method's finished stages."""
-        prefix = self.run_dir.stage_path(f"methods/{self.label}")
-        seconds = calls = 0.0
-        for stage_file in prefix.rglob("stage.json"):
+        """The budget columns (``BUDGET_COLUMNS``) summed over this entry's finished stages; a column no stage
+        recorded is None rather than 0, so "not measured" never reads as "free"."""
+        totals: dict[str, float | None] = dict.fromkeys(BUDGET_COLUMNS)
+        for stage_file in sorted(self.stage_path().rglob("stage.json")):
             metrics = json.loads(stage_file.read_text())
-            seconds += float(metrics.get("seconds", 0))
-            calls += float(metrics.get("teacher_requests", 0))
-        return {"wall_seconds": round(seconds, 2), "teacher_calls": int(calls)}
+            for column in BUDGET_COLUMNS:
+                value = metrics.get(column)
+                if column == "wall_seconds" and value is None:
+                    value = metrics.get("seconds")  # stages recorded before wall_seconds existed
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    totals[column] = (totals[column] or 0) + value
+        return {column: (round(value, 6) if isinstance(value, float) else value) for column, value in totals.items()}
 
 
 def versions(host: PluginHost) -> dict[str, Any]:
@@ -324,16 +413,22 @@ def entry_label(entry: BaseModel) -> str:
 
 
 def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | None = None,
-            console=None, output_dir: str | Path | None = None) -> Run:
-    """Validate, run every method as stages, evaluate every model, write the leaderboard store.
-    ``output_dir`` replaces the spec's own (for a packaged spec whose folder is not the user's)."""
+            console=None, output_dir: str | Path | None = None, seeds: list[int] | None = None,
+            launch=None) -> Run:
+    """Validate, run every method entry (at every seed) as stages, evaluate every model, write the leaderboard
+    store. ``output_dir`` replaces the spec's own (for a packaged spec whose folder is not the user's);
+    ``seeds`` replaces the spec's seeds (``--seeds``); ``launch`` (``entries.LaunchOptions``) runs entries in
+    parallel processes (``--jobs``, ``--launcher``)."""
+    from stillroom.entries import LaunchOptions, load_run_spec
+
     from stillroom.leaderboard import render
     from stillroom.store import ResultsStore, record_run
 
     host = host or get_host()
     # absolute(), not resolve(): a symlinked spec (examples/quickstart.toml) keeps its runs next to the link
     spec_path = Path(spec_path).absolute()
-    spec = load_spec(spec_path, host)
+    spec = load_run_spec(spec_path, host, seeds)
+    launch = launch or LaunchOptions()
     digest = spec_hash(spec)
     output_dir = Path(output_dir).resolve() if output_dir is not None else (spec_path.parent / spec.output_dir).resolve()
     folder = find_resumable(output_dir, spec.name, digest) if resume else None
@@ -341,9 +436,7 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
         console.print(f"[yellow]no unfinished run of {spec.name} with this spec; starting a new one[/]")
     run_id = folder.name if folder else _new_id(digest)
     folder = folder or output_dir / spec.name / run_id
-    run_dir = RunDirectory(folder, host)
-    run = Run(run_id, spec.name, spec, digest, run_dir, spec_path)
-    run_dir.run = run
+    preflight.check_before_run(spec, output_dir)  # cache, store, output and data folders: before any work
     context = Context(seed=spec.seed, run_dir=folder)
 
     if spec.teacher is None:  # before anything is loaded: a spec that cannot run fails in a second
@@ -357,12 +450,21 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     data_gen = _build(host, "generator", spec.data, context)
     evaluators = [(entry_label(e), _build(host, "evaluator", e, context)) for e in spec.evaluators]
 
+    # the folder only now: a spec whose components fail to build leaves none behind
+    created = not folder.exists()
+    run_dir = RunDirectory(folder, host)
+    run = Run(run_id, spec.name, spec, digest, run_dir, spec_path)
+    run_dir.run = run
+    if process_rank() == 0:
+        runlock.hold(folder)  # a second `run --resume` of this run fails here, naming the holder
+
     if not (folder / "manifest.json").exists() and process_rank() == 0:
         write_json_atomic(folder / "spec.json", spec.model_dump(mode="json"))
         shutil.copyfile(spec_path, folder / ("spec" + spec_path.suffix))
         files = [Path(f) for c in [data_gen, *(e for _, e in evaluators)] for f in c.source_files()]
         write_json_atomic(folder / "manifest.json", {
             "run_id": run_id, "name": spec.name, "spec_hash": digest, "seed": spec.seed,
+            "seeds": spec.seeds or [spec.seed],
             "created": datetime.now(timezone.utc).isoformat(), "versions": versions(host),
             "python": platform.python_version(), "platform": platform.platform(),
             "git_sha": git_sha(spec_path.parent),
@@ -372,13 +474,18 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     host.pm.hook.stillroom_run_started(run=run)
 
     # the data first: a missing or malformed data file is reported before any model is loaded (or trained)
-    data = load_data(run_dir, data_gen)
+    try:
+        data = load_data(run_dir, data_gen)
+    except UserError:
+        runlock.release(folder)
+        preflight.discard_unstarted(folder, created)
+        raise
     teacher = None
     try:
         teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
         base_student = _build(host, "student", spec.student, context)
-        subjects = _train_methods(host, spec, run_dir, context, teacher, base_student, data)
-        evaluated = _evaluate_all(host, run_dir, subjects, evaluators)
+        evaluated = _train_and_evaluate(host, spec, run, context, endpoints, teacher, base_student, data, evaluators,
+                                        launch, folder / ("spec" + spec_path.suffix), seeds)
     finally:
         if process_rank() == 0:
             _record_calls(run_dir, endpoints, teacher)
@@ -397,36 +504,60 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     host.pm.hook.stillroom_run_finished(run=run, results=rows)
     (folder / FINISHED).touch()
     run_dir.event("run_finished", rows=len(rows))
+    runlock.release(folder)
     return run
 
 
-def _train_methods(host: PluginHost, spec: BaseModel, run_dir: RunDirectory, context: Context, teacher, base_student,
-                   data) -> list[tuple[str, str, str | None, Any, dict]]:
-    """Run every method entry on a fresh student; returns the models to evaluate (teacher and base first)."""
-    subjects: list[tuple[str, str, str | None, Any, dict]] = []
-    if teacher is not None and spec.evaluate.teacher:
-        subjects.append(("teacher", "teacher", None, teacher, {}))
-    if spec.evaluate.base:
-        subjects.append(("base", "base", None, base_student, {}))
-    for entry in spec.methods:
-        label = entry_label(entry)
-        method = _build(host, "method", entry, context)
-        job = MethodJob(label, method, teacher, base_student.fresh(), data, spec.budget, spec.seed, run_dir, context)
-        trained = method.run(job)
-        subjects.append((label, "method", entry.kind, trained, {**job.summary(), "options": entry.model_dump(mode="json"),
-                                                                "extra": dict(job.info) or None}))
-    return subjects
+def _train_and_evaluate(host: PluginHost, spec: BaseModel, run: Run, context: Context, endpoints, teacher,
+                        base_student, data, evaluators, launch, spec_copy: Path, seeds_override) -> list[dict]:
+    """Train and evaluate every method entry at every seed (in this process, or ``launch.jobs`` at a time in
+    child processes), then evaluate the teacher and the base student once; returns the leaderboard items."""
+    from stillroom.entries import EntryTask, leaderboard_items, run_entry, run_in_processes
+    from stillroom.specs import reference_label, run_seeds
 
+    run_dir = run.dir
+    outcomes: list[dict[str, Any]] = []
+    seeds = run_seeds(spec)
+    seeded = len(seeds) > 1
+    pairs = [(entry, seed) for entry in spec.methods for seed in seeds]
+    if launch.in_process:
+        for entry, seed in pairs:
+            outcomes.append(run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry,
+                                      seed, seeded))
+    else:
+        parent = os.getpid() if launch.launcher == "local" else None
+        tasks = [EntryTask(str(spec_copy), seeds_override, str(run_dir.root), entry_label(entry), seed,
+                           launch.threads_per_job, launch.host_factory, parent) for entry, seed in pairs]
 
-def _evaluate_all(host: PluginHost, run_dir: RunDirectory, subjects, evaluators) -> list[dict[str, Any]]:
+        def log(index, what, job_id):
+            run_dir.event(f"entry_{what}", entry=tasks[index].label, seed=tasks[index].seed, job=job_id)
+
+        for outcome in run_in_processes(tasks, launch, run_dir.root / "jobs", log=log):
+            _add_calls(endpoints, teacher, outcome.pop("calls", {}))
+            outcomes.append(outcome)
+    anchors = [("teacher", teacher)] if teacher is not None and spec.evaluate.teacher else []
+    anchors += [("base", base_student)] if spec.evaluate.base else []
     evaluated = []
-    for subject, role, kind, component, extra in subjects:
-        for evaluator_label, evaluator in evaluators:
-            result = evaluate_subject(run_dir, subject, component, evaluator_label, evaluator, role)
-            evaluated.append({"subject": subject, "role": role, "method": kind, "evaluator": evaluator_label,
-                              "result": result, "path": str(getattr(component, "path", "") or ""),
-                              "evaluator_version": _plugin_version(host, "evaluator", evaluator.name), **extra})
-    return evaluated
+    for name, component in anchors:
+        results = {label: evaluate_subject(run_dir, name, component, label, evaluator, name)
+                   for label, evaluator in evaluators}
+        evaluated.append({"label": name, "role": name, "kind": None, "seed": None, "summary": {}, "info": None,
+                          "options": None, "path": str(getattr(component, "path", "") or ""), "results": results,
+                          "versions": {label: _plugin_version(host, "evaluator", e.name) for label, e in evaluators}})
+    # teacher and base first on the leaderboard
+    return leaderboard_items(evaluated + outcomes, reference_label(spec, host), spec.name)
+
+
+def _add_calls(endpoints: dict[str, Any], teacher, calls: dict[str, dict]) -> None:
+    """Add a child process's endpoint accounting to this process's endpoints (for calls.json)."""
+    teacher_endpoint = getattr(teacher, "endpoint", None)
+    for name, stats in calls.items():
+        endpoint = endpoints.get(name) or (teacher_endpoint if name == "teacher" else None)
+        if endpoint is None:
+            continue
+        for key, value in stats.items():
+            if isinstance(value, (int, float)):
+                endpoint.stats[key] = endpoint.stats.get(key, 0) + value
 
 
 def _record_calls(run_dir: RunDirectory, endpoints: dict[str, Any], teacher) -> None:
@@ -453,8 +584,9 @@ def load_data(run_dir: RunDirectory, generator: Component) -> dict[str, list[dic
 
 
 def evaluate_subject(run_dir: RunDirectory, subject_name: str, component, evaluator_label: str, evaluator,
-                     role: str) -> dict[str, Any]:
-    """Evaluate one model with one evaluator as a resumable stage; returns the stored metrics."""
+                     role: str, *, stage: str | None = None) -> dict[str, Any]:
+    """Evaluate one model with one evaluator as a resumable stage (``stage``, by default
+    ``eval/<subject>/<evaluator>``); returns the stored metrics."""
     def produce(folder: Path):
         result = evaluator.evaluate(Subject.of(component, subject_name, role))
         write_jsonl_atomic(folder / "samples.jsonl", result.samples)
@@ -462,7 +594,7 @@ def evaluate_subject(run_dir: RunDirectory, subject_name: str, component, evalua
                                                    "details": result.details})
         return {"n": max((m.n for m in result.metrics), default=0)}
 
-    path = run_dir.stage(f"eval/{subject_name}/{evaluator_label}", produce)
+    path = run_dir.stage(stage or f"eval/{subject_name}/{evaluator_label}", produce)
     result = json.loads((path / "result.json").read_text())
     result["samples_path"] = str(path / "samples.jsonl")
     return result

@@ -13,7 +13,9 @@ ids must be unique within a file. Two per-sample fields are understood:
   stream), a percentile interval (``numpy.quantile``, linear), and a two-sided p-value from the bootstrap
   distribution shifted to the null, (1 + #{|mean* - mean| >= |mean|}) / (1 + resamples).
 
-This module computes; it prints nothing. The p-values are per comparison, not corrected for multiplicity.
+The p-values of ``compare_models`` are per comparison, not corrected for multiplicity. The second half of the
+module aggregates an entry over its seeds and compares entries with a run's reference, Holm-corrected (see the
+comment above ``ALPHA``). This module computes; it prints nothing.
 """
 
 from __future__ import annotations
@@ -133,4 +135,248 @@ def compare_models(store, model_a: str, model_b: str, *, resamples: int = 10_000
                                                 else "no item ids in common"))
     if not out:
         raise UserError(f"nothing to compare between {model_a!r} and {model_b!r}: " + "; ".join(problems), "--compare")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Seeds and verdicts: aggregating an entry over its seeds, and comparing entries with a reference.
+#
+# An entry trained with seeds s = 1..k and evaluated on items i = 1..n gives scores x[s, i] (a per-sample
+# `correct` or score). Its value is the mean over seeds of the per-seed means. Its 95% interval comes from a
+# hierarchical bootstrap: draw k seeds with replacement, then for each drawn seed n items with replacement,
+# take the mean; the 2.5% and 97.5% quantiles of ``resamples`` such means (one seed: an ordinary bootstrap of
+# the items). The difference with the reference uses the same bootstrap on the paired differences
+# d[s, i] = x[s, i] - r[s, i] (the reference's score on the same item, from the same seed; a reference
+# evaluated once, such as the teacher, pairs with every seed). Its p-value is a paired sign-flip
+# (randomisation) test on the d[s, i]: under "no difference" each difference is as likely negative as
+# positive, so p = share of the 2^m sign assignments of the m non-zero differences whose |mean| is at least the
+# observed one (exact for m <= EXACT_FLIPS, else ``resamples`` random assignments, p = (1 + hits) / (1 +
+# resamples)). With 0/1 scores and one seed that is the exact McNemar test. The test holds the trained models
+# fixed (is this entry better on these items?); the interval also carries seed-to-seed variation. p-values are
+# Holm-adjusted across the entries compared with the reference, per evaluator and metric, and a verdict is
+# `better`/`worse` when the adjusted p-value is below ALPHA, else `no difference detected`.
+
+ALPHA = 0.05
+EXACT_FLIPS = 16
+VERDICTS = ("better", "worse", "no difference detected")
+
+
+def _bootstrap_rng(seed: int):
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+def hierarchical_bootstrap(scores, *, resamples: int = 2000, seed: int = 0,
+                           confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``scores`` (a seeds x items array): seeds resampled, then items within
+    each drawn seed (see above)."""
+    import numpy as np
+
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError("hierarchical_bootstrap needs a non-empty seeds x items array")
+    k, n = x.shape
+    rng = _bootstrap_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 4_000_000 // (k * n))  # bound memory; consecutive draws continue the same stream
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        seeds = rng.integers(0, k, size=(size, k)) if k > 1 else np.zeros((size, 1), dtype=int)
+        items = rng.integers(0, n, size=(size, k, n))
+        means[start:start + size] = x[seeds[:, :, None], items].mean(axis=(1, 2))
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def sign_flip_test(differences, *, resamples: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip test of mean(differences) = 0 (see above); 1.0 when every difference is 0."""
+    import itertools
+
+    import numpy as np
+
+    d = np.asarray(differences, dtype=float).ravel()
+    total = d.size
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum()) / total
+    tolerance = 1e-12 * max(1.0, observed)
+    if d.size <= EXACT_FLIPS:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+        means = np.abs(signs @ d) / total
+        return float(np.count_nonzero(means >= observed - tolerance) / len(signs))
+    rng = _bootstrap_rng(seed)
+    hits = 0
+    chunk = max(1, 4_000_000 // d.size)
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        signs = rng.integers(0, 2, size=(size, d.size)) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) / total >= observed - tolerance))
+    return (1 + hits) / (1 + resamples)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: sorted p(1) <= ... <= p(m) become max over j <= i of min(1, (m - j + 1) p(j)),
+    returned in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def verdict(difference: float, adjusted_p: float, higher_is_better: bool = True, alpha: float = ALPHA) -> str:
+    """``better``/``worse`` (than the reference) when ``adjusted_p`` < ``alpha``, else ``no difference detected``."""
+    if adjusted_p >= alpha or difference == 0:
+        return "no difference detected"
+    return "better" if (difference > 0) == higher_is_better else "worse"
+
+
+def _item_key(record: dict[str, Any], position: int) -> Any:
+    for name in ("id", "question_id"):
+        if record.get(name) is not None:
+            return record[name]
+    return position
+
+
+def sample_scores(path: str | Path, metric: str, value: float | None = None) -> dict[Any, float] | None:
+    """Per-item scores of ``metric`` from a samples.jsonl: the field named like the metric, else ``correct``,
+    else ``score``. None when no field fits, or when ``value`` is given and their mean is not it (so a field
+    that measures something else is never taken for the metric)."""
+    from stillroom.runs import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    records = read_jsonl(path)
+    if not records or not all(isinstance(r, dict) for r in records):
+        return None
+    for field in (metric, "correct", "score"):
+        values = [_value(r, field) if not isinstance(r.get(field), dict) else None for r in records]
+        if all(v is not None for v in values):
+            scores = {}
+            for position, (record, v) in enumerate(zip(records, values)):
+                scores[_item_key(record, position)] = v
+            if len(scores) != len(records):
+                return None  # repeated ids: items cannot be paired
+            mean = sum(scores.values()) / len(scores)
+            if value is None or abs(mean - float(value)) <= 1e-6 * max(1.0, abs(float(value))):
+                return scores
+    return None
+
+
+def score_matrix(per_seed: dict[Any, dict[Any, float]], items: list[Any] | None = None):
+    """A seeds x items array of per-seed scores on the items every seed has (in the first seed's order)."""
+    import numpy as np
+
+    seeds = list(per_seed)
+    if items is None:
+        items = [key for key in per_seed[seeds[0]] if all(key in per_seed[s] for s in seeds)]
+    return np.array([[per_seed[s][key] for key in items] for s in seeds], dtype=float), items
+
+
+def aggregate_seeds(per_seed_values: dict[Any, float], per_seed_scores: dict[Any, dict[Any, float]] | None, *,
+                    resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """An entry's value over its seeds: mean of the per-seed values and the hierarchical-bootstrap interval
+    (None without per-sample scores)."""
+    values = list(per_seed_values.values())
+    out = {"value": sum(values) / len(values), "ci_low": None, "ci_high": None}
+    if per_seed_scores:
+        matrix, items = score_matrix(per_seed_scores)
+        if items:
+            out["ci_low"], out["ci_high"] = hierarchical_bootstrap(matrix, resamples=resamples, seed=seed)
+    return out
+
+
+def paired_differences(entry: dict[Any, dict[Any, float]], reference: dict[Any, dict[Any, float]]):
+    """Per-(seed, item) differences entry - reference, paired by seed (a single-seed reference pairs with every
+    seed) and by item id; None when they share no seed or no item."""
+    import numpy as np
+
+    if len(reference) == 1 and len(entry) >= 1:
+        only = next(iter(reference.values()))
+        pairs = {s: (entry[s], only) for s in entry}
+    elif len(entry) == 1 and len(reference) > 1:
+        only = next(iter(entry.values()))
+        pairs = {s: (only, reference[s]) for s in reference}
+    else:
+        pairs = {s: (entry[s], reference[s]) for s in entry if s in reference}
+    if not pairs:
+        return None
+    rows = []
+    for a, b in pairs.values():
+        items = [key for key in a if key in b]
+        if not items:
+            return None
+        rows.append([a[key] - b[key] for key in items])
+    if len({len(r) for r in rows}) != 1:
+        common = set.intersection(*(set(a) & set(b) for a, b in pairs.values()))
+        rows = [[a[key] - b[key] for key in a if key in common] for a, b in pairs.values()]
+    return np.array(rows, dtype=float)
+
+
+def compare_with(entry: dict[Any, dict[Any, float]], reference: dict[Any, dict[Any, float]], *,
+                 resamples: int = 2000, seed: int = 0) -> dict[str, Any] | None:
+    """Difference (entry - reference), its hierarchical-bootstrap interval and the raw sign-flip p-value."""
+    d = paired_differences(entry, reference)
+    if d is None or d.size == 0:
+        return None
+    low, high = hierarchical_bootstrap(d, resamples=resamples, seed=seed)
+    return {"difference": float(d.mean()), "ci_low": low, "ci_high": high,
+            "p_value": sign_flip_test(d, resamples=max(resamples, 10_000), seed=seed), "n": int(d.shape[1])}
+
+
+def verdicts_against(reference: str, entries: dict[str, dict[Any, dict[Any, float]]], *,
+                     higher_is_better: bool = True, resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every entry but ``reference`` compared with it (``entries``: name -> seed -> item -> score), the p-values
+    Holm-adjusted across those comparisons. Returns name -> {diff_vs_reference, diff_ci_low, diff_ci_high,
+    p_value (adjusted), p_value_raw, verdict}; entries that cannot be paired are left out."""
+    if reference not in entries:
+        return {}
+    found = {}
+    for name, scores in entries.items():
+        if name != reference:
+            result = compare_with(scores, entries[reference], resamples=resamples, seed=seed)
+            if result is not None:
+                found[name] = result
+    names = list(found)
+    adjusted = holm([found[n]["p_value"] for n in names])
+    return {name: {"diff_vs_reference": found[name]["difference"], "diff_ci_low": found[name]["ci_low"],
+                   "diff_ci_high": found[name]["ci_high"], "p_value": p, "p_value_raw": found[name]["p_value"],
+                   "verdict": verdict(found[name]["difference"], p, higher_is_better)}
+            for name, p in zip(names, adjusted)}
+
+
+def seed_scores(row: dict[str, Any]) -> dict[Any, dict[Any, float]] | None:
+    """seed -> item -> score of one leaderboard row (from its ``seed_samples``, else its ``samples_path``)."""
+    paths = row.get("seed_samples") or ({"0": row["samples_path"]} if row.get("samples_path") else {})
+    per_seed_values = row.get("per_seed") or {}
+    out = {}
+    for seed, path in paths.items():
+        scores = sample_scores(path, row["metric"], per_seed_values.get(seed, row["value"] if len(paths) == 1 else None))
+        if scores is None:
+            return None
+        out[seed] = scores
+    return out or None
+
+
+def pairwise(rows: list[dict[str, Any]], *, resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Every ordered pair (a, b), a before b, of the entries of one run, per evaluator and metric with
+    per-sample scores: difference a - b, its interval and the raw (uncorrected) sign-flip p-value."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        groups.setdefault((row["run_id"], row["evaluator"], row["metric"]), {})[row["model"]] = row
+    out = []
+    for (run_id, evaluator, metric), by_model in groups.items():
+        scores = {name: seed_scores(row) for name, row in by_model.items()}
+        names = [n for n in by_model if scores[n]]
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                result = compare_with(scores[a], scores[b], resamples=resamples, seed=seed)
+                if result is not None:
+                    out.append({"run_id": run_id, "evaluator": evaluator, "metric": metric,
+                                "key": f"{evaluator}/{metric}", "a": a, "b": b, **result})
     return out

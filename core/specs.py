@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from stillroom.errors import UserError, suggest
+from stillroom.paths import read_utf8
 from stillroom.plugin_manager import PluginHost, get_host
 from stillroom.roles import Component, ComponentConfig
 
@@ -34,27 +35,47 @@ EndpointRef = Annotated[str, Field(json_schema_extra={ENDPOINT_REF: True})]
 """A Config field holding the name of an endpoint defined in the spec's ``[endpoints]`` table."""
 
 
-def ComponentRef(role: str):
+def ComponentRef(role: str, *more_roles: str, implements: type | None = None):
     """A Config field holding another component by kind: ``"gjsd"`` or ``{kind = "gjsd", beta = 0.5}``.
-    Validated against the registry when the spec is loaded."""
+    Validated against the registry when the spec is loaded. With several roles (``ComponentRef("evaluator",
+    "judge", implements=RewardScorer)``) the kind may be of any of them (``ref_role`` says which), and with
+    ``implements`` its class must subclass that interface from core/roles.py."""
+    roles = (role, *more_roles)
+    named = " or ".join(roles)
 
     def check(value: Any) -> dict[str, Any]:
         if isinstance(value, str):
             value = {"kind": value}
         if not isinstance(value, dict) or "kind" not in value:
-            raise ValueError(f"expected a {role} kind or a table with 'kind'")
+            raise ValueError(f"expected a {named} kind or a table with 'kind'")
         options = {k: v for k, v in value.items() if k != "kind"}
+        host, kind = get_host(), value["kind"]
+        if more_roles and not any(kind in host.components[r] for r in roles):
+            known = sorted({k for r in roles for k in host.components[r]})
+            raise ValueError(f"unknown {named} kind {kind!r}{suggest(kind, known)}; known: {', '.join(known)}")
         try:
-            cls = get_host().component(role, value["kind"])
+            cls = host.component(ref_role(kind, roles, host), kind)
         except UserError as exc:
             raise ValueError(exc.message) from None
+        if implements is not None and not issubclass(cls, implements):
+            needed = ", ".join(f"{name}()" for name in sorted(getattr(implements, "__abstractmethods__", ())))
+            raise ValueError(f"{cls.role} kind {value['kind']!r} does not implement {implements.__name__}"
+                             + (f" ({needed})" if needed else ""))
         try:
             cls.Config.model_validate(options)
         except ValidationError as exc:
             raise ValueError("; ".join(line.removeprefix("spec: ") for line in _error_lines(exc, cls=cls))) from None
         return value
 
-    return Annotated[dict[str, Any], BeforeValidator(check), Field(json_schema_extra={"x-stillroom-role": role})]
+    schema = {"x-stillroom-role": role if not more_roles else list(roles)}
+    return Annotated[dict[str, Any], BeforeValidator(check), Field(json_schema_extra=schema)]
+
+
+def ref_role(kind: str, roles: tuple[str, ...] | list[str], host: PluginHost | None = None) -> str:
+    """The first of ``roles`` that has a component of ``kind`` (the first role when none has: building it
+    then fails with that role's unknown-kind message and suggestions)."""
+    host = host or get_host()
+    return next((role for role in roles if kind in host.components[role]), roles[0])
 
 
 def _loc(parts) -> str:
@@ -99,9 +120,15 @@ def _error_lines(exc: ValidationError, *, cls: type[Component] | None = None, pr
             if message.startswith(f"unknown {role} kind") and not where.endswith(".kind"):
                 where += ".kind"
         elif "input" in err and kind.endswith(("_type", "_parsing")):
-            message = f"{message} (got {err['input']!r})"
+            message = f"{message} (got {_shown(err['input'])})"
         lines.append(f"{where}: {message}")
     return lines
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value quoted in a message, cut to ``limit`` characters (a 500 kB string must not become the message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def validate_config(cls: type[Component], options: dict[str, Any], location: str = "") -> ComponentConfig:
@@ -152,6 +179,9 @@ class Budget(BaseModel):
     steps: int | None = Field(None, ge=1, description="optimizer steps each method takes")
     batch_size: int | None = Field(None, ge=1, description="examples per optimizer step")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate")
+    checkpoint_steps: int | None = Field(None, ge=1, description="save a training stage's state every N optimizer "
+                                                                 "steps, so --resume after a crash continues from "
+                                                                 "the last one instead of step 0 (default: never)")
 
 
 class SpecBase(BaseModel):
@@ -161,6 +191,11 @@ class SpecBase(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name; runs go to <output_dir>/<name>/<id>/")
     description: str = Field("", description="free text shown in reports")
     seed: int = Field(0, description="seed for data order, sampling and initialisation")
+    seeds: list[int] | None = Field(None, min_length=1, description="train every method entry once per seed "
+                                    "(e.g. [0, 1, 2]) and aggregate over them on the leaderboard; replaces `seed`")
+    reference: str | None = Field(None, description="the entry (a method label, 'base' or 'teacher') every other "
+                                  "entry is compared with; default: the first baseline entry (sft, seqkd), else the "
+                                  "first method entry")
     output_dir: str = Field("runs", description="folder holding run directories, relative to the spec file")
     evaluate: EvaluateOptions = Field(default_factory=EvaluateOptions, description="extra models to evaluate")
     budget: Budget = Field(default_factory=Budget, description="the budget every method entry shares")
@@ -173,13 +208,124 @@ class SpecBase(BaseModel):
             if value not in defined:
                 problems.append(f"{where}: no endpoint named '{value}'{suggest(value, defined)}; "
                                 f"defined: {', '.join(sorted(defined)) or 'none'}")
+        problems.extend(_name_problems(self))
         if problems:
             raise ValueError("\n".join(problems))
         names = [getattr(m, "label", None) or m.kind for m in getattr(self, "methods", [])]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"methods: entries must have distinct labels; give each of {dupes} a 'label'")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: each seed once, got {self.seeds}")
+        known = [*names, "base", "teacher"]
+        if self.reference is not None and names and self.reference not in known:
+            raise ValueError(f"reference: no entry named '{self.reference}'{suggest(self.reference, known)}; "
+                             f"entries: {', '.join(known)}")
+        if self.reference == "teacher" and (getattr(self, "teacher", None) is None or not self.evaluate.teacher):
+            raise ValueError("reference: 'teacher' is compared with only when the spec has a teacher and "
+                             "evaluate.teacher is true")
+        if self.reference == "base" and not self.evaluate.base:
+            raise ValueError("reference: 'base' is compared with only when evaluate.base is true")
         return self
+
+
+# The [budget] fields a method entry may not contradict: an entry option with one of these names means the
+# same thing (every method's Config spells them so), and the budget wins only by agreeing with it.
+BUDGET_RULE_FIELDS = ("train_examples", "steps", "batch_size", "learning_rate")
+
+
+def budget_conflicts(data: dict[str, Any], host: PluginHost | None = None) -> list[str]:
+    """One ``location: message`` line per method option that contradicts ``[budget]`` in the spec ``data`` (as
+    written), naming both places. The one budget rule for every method: a method option named like a budget
+    field (``BUDGET_RULE_FIELDS``) may repeat the budget's value, or stand alone, but not differ from it."""
+    host = host or get_host()
+    budget, methods = data.get("budget"), data.get("methods")
+    if not isinstance(budget, dict) or not isinstance(methods, list):
+        return []
+    problems = []
+    for index, entry in enumerate(methods):
+        if not isinstance(entry, dict) or entry.get("kind") not in host.components["method"]:
+            continue
+        fields = host.components["method"][entry["kind"]].cls.Config.model_fields
+        label = entry.get("label") or entry["kind"]
+        for name in BUDGET_RULE_FIELDS:
+            shared, own = budget.get(name), entry.get(name)
+            if name in fields and shared is not None and own is not None and own != shared:
+                problems.append(f"methods[{label}].{name}: {name} = {own!r} conflicts with budget.{name} = "
+                                f"{shared!r}; the budget applies to every method, so remove one of them")
+    return problems
+
+
+# Rows the run adds besides its method entries: a method labelled like one would replace that row's results.
+RESERVED_ROWS = ("teacher", "base")
+# The widest seed every library a run seeds accepts (NumPy takes it modulo 2**32, torch up to 2**64 - 1).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _name_problems(spec: BaseModel) -> list[str]:
+    """Labels and the run name become folder names and leaderboard rows: each must be a slug, method labels must
+    not be a reserved row's name, evaluator labels must be distinct, and seeds must fit 64 bits."""
+    from stillroom.paths import slug_problem
+
+    problems = []
+    name = getattr(spec, "name", "") or ""
+    if len(name) > 64:
+        problems.append(f"name: {slug_problem(name)}")
+    for field_name, reserved in (("methods", RESERVED_ROWS), ("evaluators", ())):
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(getattr(spec, field_name, None) or []):
+            label = getattr(entry, "label", None)
+            where = f"{field_name}[{index}].label"
+            if label is not None:
+                problem = slug_problem(label)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                    continue
+            shown = label or entry.kind
+            if shown.casefold() in reserved:
+                problems.append(f"{where}: '{shown}' is the name of the {shown.casefold()} row; give this entry "
+                                "another 'label'")
+            if field_name == "evaluators" and shown.casefold() in seen:
+                problems.append(f"{where}: evaluators[{seen[shown.casefold()]}] is also named '{shown}'; give "
+                                "each a distinct 'label'")
+            seen.setdefault(shown.casefold(), index)
+    for where, value in _seeds(spec, ""):
+        if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            text = str(value)
+            problems.append(f"{where}: seed {text[:24]}{'...' if len(text) > 24 else ''} does not fit in 64 bits")
+    return problems
+
+
+def _seeds(value: Any, where: str):
+    """``(location, seed)`` of every integer field named ``seed`` in the spec, nested tables included."""
+    items = ([(f, getattr(value, f, None)) for f in type(value).model_fields] if isinstance(value, BaseModel)
+             else value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else [])
+    for key, item in items:
+        here = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
+        if key == "seed" and isinstance(item, int) and not isinstance(item, bool):
+            yield here, item
+        elif key == "seeds" and isinstance(item, list):
+            yield from ((f"{here}[{i}]", s) for i, s in enumerate(item) if isinstance(s, int) and not isinstance(s, bool))
+        else:
+            yield from _seeds(item, here)
+
+
+def run_seeds(spec: BaseModel) -> list[int]:
+    """The seeds every method entry trains with: ``seeds``, else ``[seed]``."""
+    return list(spec.seeds) if spec.seeds else [spec.seed]  # type: ignore[attr-defined]
+
+
+def reference_label(spec: BaseModel, host: PluginHost | None = None) -> str:
+    """The entry the leaderboard compares every other entry of this spec with (see ``SpecBase.reference``)."""
+    if spec.reference:  # type: ignore[attr-defined]
+        return spec.reference  # type: ignore[attr-defined]
+    host = host or get_host()
+    entries = list(spec.methods)  # type: ignore[attr-defined]
+    for entry in entries:
+        if host.component("method", entry.kind).baseline:
+            return getattr(entry, "label", None) or entry.kind
+    return getattr(entries[0], "label", None) or entries[0].kind
 
 
 def _walk(model: BaseModel, where: str):
@@ -189,6 +335,11 @@ def _walk(model: BaseModel, where: str):
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get(ENDPOINT_REF) and isinstance(value, str):
             yield here, value
+        elif _ref_role(info) and isinstance(value, dict):
+            # a component held by kind (Lion's referee and writer): its own endpoint references count too
+            nested = _nested_config(_ref_role(info), value)
+            if nested is not None:
+                yield from _walk(nested, here)
         elif isinstance(value, BaseModel):
             yield from _walk(value, here)
         elif isinstance(value, list):
@@ -199,6 +350,34 @@ def _walk(model: BaseModel, where: str):
             for key, item in value.items():
                 if isinstance(item, BaseModel):
                     yield from _walk(item, f"{here}.{key}")
+
+
+def _ref_role(info) -> str | list[str] | None:
+    """The role(s) of a ComponentRef field, also when it is optional (``ComponentRef("judge") | None``)."""
+    import typing
+
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if extra.get("x-stillroom-role"):
+        return extra["x-stillroom-role"]
+    for arg in typing.get_args(info.annotation):
+        for meta in getattr(arg, "__metadata__", ()):
+            found = getattr(meta, "json_schema_extra", None)
+            if isinstance(found, dict) and found.get("x-stillroom-role"):
+                return found["x-stillroom-role"]
+    return None
+
+
+def _nested_config(role: str | list[str], value: dict[str, Any]) -> BaseModel | None:
+    """The validated Config of a component given by kind inside another one (None if it does not validate:
+    ComponentRef has reported that already)."""
+    kind = value.get("kind")
+    if isinstance(role, list):  # a reference that takes several roles (ComponentRef("evaluator", "judge"))
+        role = ref_role(kind, role)
+    try:
+        cls = get_host().component(role, kind)
+        return cls.Config.model_validate({k: v for k, v in value.items() if k != "kind"})
+    except (UserError, ValidationError, KeyError, TypeError):
+        return None
 
 
 def spec_model(host: PluginHost | None = None) -> type[BaseModel]:
@@ -219,7 +398,9 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise UserError("no such spec file", str(path))
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise UserError("is a folder, not a spec file", str(path))
+    text = read_utf8(path)
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -244,14 +425,20 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
 def validate_spec(data: dict[str, Any], host: PluginHost | None = None) -> BaseModel:
     host = host or get_host()
+    # the budget rule reads the spec as written, so a conflict is reported even next to other problems of
+    # the same entry (which keep the entry from validating)
+    conflicts = budget_conflicts(data, host)
     try:
-        return spec_model(host).model_validate(data)
+        spec = spec_model(host).model_validate(data)
     except ValidationError as exc:
-        lines = []
+        lines = list(conflicts)
         for line in _error_lines(exc, host=host):
             # a model validator's message may hold several already-formatted lines
             lines.extend(line[len("spec: "):].split("\n") if line.startswith("spec: ") else [line])
         raise SpecError(lines) from None
+    if conflicts:
+        raise SpecError(conflicts)
+    return spec
 
 
 def load_spec(path: str | Path, host: PluginHost | None = None) -> BaseModel:

@@ -21,12 +21,11 @@ from stillroom import paths
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, spec_hash TEXT, spec TEXT, run_dir TEXT,
-    parent_run TEXT, created REAL NOT NULL
+    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, spec_hash TEXT, spec TEXT, run_dir TEXT, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS models (
     model_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs, name TEXT NOT NULL,
-    role TEXT NOT NULL, method TEXT, options TEXT, teacher TEXT, data TEXT, spec_hash TEXT, parent_run TEXT,
+    role TEXT NOT NULL, method TEXT, options TEXT, teacher TEXT, data TEXT, spec_hash TEXT,
     path TEXT, wall_seconds REAL, teacher_calls INTEGER, cost REAL, extra TEXT, created REAL NOT NULL,
     UNIQUE (run_id, name)
 );
@@ -43,13 +42,30 @@ CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id);
 CREATE INDEX IF NOT EXISTS results_by_benchmark ON results (evaluator, metric);
 """
 
-JSON_COLUMNS = ("options", "teacher", "data", "extra")
+# Columns added after the first release, with their types: a store created earlier gains them when opened.
+# Models: what the entry consumed (``runs.BUDGET_COLUMNS``, averaged over seeds) and its seeds. Results: the
+# value aggregated over seeds and the comparison with the run's reference (``significance``).
+BUDGET_COLUMNS = ("optimizer_steps", "train_sequences", "train_tokens", "teacher_forward_tokens", "teacher_calls",
+                  "teacher_tokens", "teacher_calls_paid", "student_generated_tokens", "flops_estimate",
+                  "wall_seconds", "cost")
+ADDED_COLUMNS = {
+    "models": {**{c: "REAL" for c in BUDGET_COLUMNS if c not in ("wall_seconds", "teacher_calls", "cost")},
+               "seeds": "TEXT"},
+    "results": {"seeds": "TEXT", "per_seed": "TEXT", "seed_samples": "TEXT", "reference": "TEXT",
+                "diff_vs_reference": "REAL", "diff_ci_low": "REAL", "diff_ci_high": "REAL", "p_value": "REAL",
+                "p_value_raw": "REAL", "verdict": "TEXT"},
+}
+COMPARISON_FIELDS = ("reference", "diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_value", "p_value_raw",
+                     "verdict")
+JSON_COLUMNS = ("options", "teacher", "data", "extra", "seeds", "per_seed", "seed_samples")
 _ROWS = """
     SELECT m.name AS model, m.role, m.method, r.evaluator, r.metric, r.value, r.n, r.stderr, r.ci_low, r.ci_high,
-           r.higher_is_better, r.run_id, m.wall_seconds, m.teacher_calls, m.cost, m.spec_hash, m.parent_run,
-           r.samples_path, r.created, r.result_id, m.options, m.teacher, m.data, m.extra,
+           r.higher_is_better, r.run_id, m.spec_hash, r.samples_path, r.created, r.result_id, m.options, m.teacher,
+           m.data, m.extra, ru.run_dir, r.seeds, r.per_seed, r.seed_samples, r.reference, r.diff_vs_reference,
+           r.diff_ci_low, r.diff_ci_high, r.p_value, r.p_value_raw, r.verdict,
+           """ + ", ".join(f"m.{c}" for c in BUDGET_COLUMNS) + """,
            ROW_NUMBER() OVER (PARTITION BY m.name, r.evaluator, r.metric ORDER BY r.result_id DESC) AS recency
-    FROM results r JOIN models m ON m.model_id = r.model_id"""
+    FROM results r JOIN models m ON m.model_id = r.model_id LEFT JOIN runs ru ON ru.run_id = r.run_id"""
 
 
 def _dumps(value: Any) -> str | None:
@@ -71,10 +87,43 @@ class ResultsStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60)
+        self._refuse_if_damaged()
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        """Bring a store written by an earlier version up to this schema (new columns only; nothing is lost)."""
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            missing = [(name, kind) for name, kind in columns.items() if name not in present]
+            if missing:
+                with self._writing():
+                    for name, kind in missing:
+                        try:
+                            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:
+                            # another process opening the same old store added it first
+                            if "duplicate column name" not in str(exc):
+                                raise
+
+    def _refuse_if_damaged(self) -> None:
+        """A damaged file would answer with whatever rows its intact pages hold (a partial leaderboard that
+        looks whole), so it is refused on open; quick_check reads every page once, which is cheap at this size."""
+        from stillroom.errors import UserError
+
+        try:
+            found = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchmany(3)]
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise UserError(f"the results store cannot be read ({exc}); move the file away to start a new store",
+                            str(self.path)) from None
+        if found != ["ok"]:
+            self.db.close()
+            raise UserError(f"the results store is damaged (quick_check: {'; '.join(map(str, found))[:200]}); "
+                            "move the file away to start a new store", str(self.path))
 
     @contextlib.contextmanager
     def _writing(self):
@@ -100,39 +149,52 @@ class ResultsStore:
         self.close()
 
     def add_run(self, run_id: str, name: str, *, spec_hash: str | None = None, spec: Any = None,
-                run_dir: str | None = None, parent_run: str | None = None) -> None:
+                run_dir: str | None = None) -> None:
         with self._writing():
-            self.db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (run_id, name, spec_hash, _dumps(spec), run_dir, parent_run, time.time()))
+            self.db.execute("INSERT OR IGNORE INTO runs (run_id, name, spec_hash, spec, run_dir, created) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (run_id, name, spec_hash, _dumps(spec), run_dir, time.time()))
 
     def add_model(self, run_id: str, name: str, role: str, *, method: str | None = None,
                   options: Any = None, teacher: Any = None, data: Any = None, spec_hash: str | None = None,
-                  parent_run: str | None = None, path: str | None = None, wall_seconds: float | None = None,
-                  teacher_calls: int | None = None, cost: float | None = None, extra: Any = None) -> int:
-        """Record a model of a run added with ``add_run`` (once per run and name); returns its id."""
+                  path: str | None = None, extra: Any = None, seeds: list[int] | None = None,
+                  **budget: float | None) -> int:
+        """Record a model of a run added with ``add_run`` (once per run and name); returns its id. ``budget``:
+        what it consumed, under the names of ``BUDGET_COLUMNS``."""
+        unknown = set(budget) - set(BUDGET_COLUMNS)
+        if unknown:
+            raise TypeError(f"add_model: unknown budget columns {sorted(unknown)}")
+        columns = ["run_id", "name", "role", "method", "options", "teacher", "data", "spec_hash", "path", "extra",
+                   "seeds", "created", *BUDGET_COLUMNS]
+        values = [run_id, name, role, method, _dumps(options), _dumps(teacher), _dumps(data), spec_hash, path,
+                  _dumps(extra), _dumps(seeds), time.time(), *(budget.get(c) for c in BUDGET_COLUMNS)]
         with self._writing():
-            self.db.execute(
-                "INSERT OR IGNORE INTO models (run_id, name, role, method, options, teacher, data, spec_hash, "
-                "parent_run, path, wall_seconds, teacher_calls, cost, extra, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, name, role, method, _dumps(options), _dumps(teacher), _dumps(data), spec_hash, parent_run,
-                 path, wall_seconds, teacher_calls, cost, _dumps(extra), time.time()))
+            self.db.execute(f"INSERT OR IGNORE INTO models ({', '.join(columns)}) "
+                            f"VALUES ({', '.join('?' * len(columns))})", values)
         return self.db.execute("SELECT model_id FROM models WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
 
     def add_result(self, run_id: str, model_id: int, evaluator: str, metric: str, value: float, *, n: int | None = None,
                    stderr: float | None = None, ci_low: float | None = None, ci_high: float | None = None,
                    higher_is_better: bool = True, evaluator_version: str | None = None,
-                   samples_path: str | None = None) -> None:
+                   samples_path: str | None = None, seeds: list[int] | None = None,
+                   per_seed: dict[str, float] | None = None, seed_samples: dict[str, str] | None = None,
+                   **comparison: Any) -> None:
+        """One result; with several seeds ``value`` is their mean and ``per_seed``/``seed_samples`` hold each
+        seed's value and per-sample records; ``comparison``: the fields of ``COMPARISON_FIELDS``."""
         value = float(value)
         if math.isnan(value):  # SQLite would store NULL and break the NOT NULL column with a worse message
             raise ValueError(f"{evaluator}/{metric}: value is NaN")
+        unknown = set(comparison) - set(COMPARISON_FIELDS)
+        if unknown:
+            raise TypeError(f"add_result: unknown fields {sorted(unknown)}")
+        columns = ["run_id", "model_id", "evaluator", "metric", "value", "n", "stderr", "ci_low", "ci_high",
+                   "higher_is_better", "evaluator_version", "samples_path", "created", "seeds", "per_seed",
+                   "seed_samples", *COMPARISON_FIELDS]
+        values = [run_id, model_id, evaluator, metric, value, n, stderr, ci_low, ci_high, int(higher_is_better),
+                  evaluator_version, samples_path, time.time(), _dumps(seeds), _dumps(per_seed),
+                  _dumps(seed_samples), *(comparison.get(c) for c in COMPARISON_FIELDS)]
         with self._writing():
-            self.db.execute(
-                "INSERT OR IGNORE INTO results (run_id, model_id, evaluator, metric, value, n, stderr, ci_low, "
-                "ci_high, higher_is_better, evaluator_version, samples_path, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, model_id, evaluator, metric, value, n, stderr, ci_low, ci_high, int(higher_is_better),
-                 evaluator_version, samples_path, time.time()))
+            self.db.execute(f"INSERT OR IGNORE INTO results ({', '.join(columns)}) "
+                            f"VALUES ({', '.join('?' * len(columns))})", values)
 
     def model(self, run_id: str, name: str) -> dict[str, Any] | None:
         """One model's record with its lineage (JSON fields decoded), or None."""
@@ -174,9 +236,13 @@ class ResultsStore:
 
 
 def record_run(store: ResultsStore, run, evaluated: list[dict[str, Any]], lineage: dict[str, Any]) -> list[dict]:
-    """Write one finished run's models and results; idempotent within the run. Returns the run's rows."""
+    """Write one finished run's models and results; idempotent within the run. Returns the run's rows.
+
+    ``evaluated``: one item per model entry and evaluator (``subject``, ``role``, ``method``, ``evaluator``,
+    ``result.metrics``, optionally ``seeds``, the budget columns, ``options``, ``extra``, ``path``); a metric
+    may carry ``per_seed``, ``seed_samples``, ``seeds`` and the comparison fields (``COMPARISON_FIELDS``)."""
     store.add_run(run.id, run.name, spec_hash=run.spec_hash, spec=run.spec.model_dump(mode="json"),
-                  run_dir=str(run.dir.root), parent_run=lineage.get("parent_run"))
+                  run_dir=str(run.dir.root))
     ids: dict[str, int] = {}
     for item in evaluated:
         name = f"{run.name}/{item['subject']}"
@@ -184,11 +250,15 @@ def record_run(store: ResultsStore, run, evaluated: list[dict[str, Any]], lineag
             ids[name] = store.add_model(
                 run.id, name, item["role"], method=item.get("method"), options=item.get("options"),
                 teacher=lineage.get("teacher"), data=lineage.get("data"), spec_hash=run.spec_hash,
-                parent_run=lineage.get("parent_run"), path=item.get("path"), wall_seconds=item.get("wall_seconds"),
-                teacher_calls=item.get("teacher_calls"), cost=item.get("cost"), extra=item.get("extra"))
+                path=item.get("path"), extra=item.get("extra"), seeds=item.get("seeds"),
+                **{c: item.get(c) for c in BUDGET_COLUMNS})
         for metric in item["result"]["metrics"]:
             store.add_result(run.id, ids[name], item["evaluator"], metric["metric"], metric["value"], n=metric.get("n"),
                              stderr=metric.get("stderr"), ci_low=metric.get("ci_low"), ci_high=metric.get("ci_high"),
                              higher_is_better=metric.get("higher_is_better", True),
-                             evaluator_version=item.get("evaluator_version"), samples_path=item["result"].get("samples_path"))
+                             evaluator_version=item.get("evaluator_version"),
+                             samples_path=metric.get("samples_path") or item["result"].get("samples_path"),
+                             seeds=metric.get("seeds", item.get("seeds")), per_seed=metric.get("per_seed"),
+                             seed_samples=metric.get("seed_samples"),
+                             **{c: metric.get(c) for c in COMPARISON_FIELDS})
     return store.rows(run_id=run.id, latest=False)

@@ -126,29 +126,12 @@ def test_every_format(board):
     assert [d["value"] for d in data] == sorted(r["value"] for r in rows)
     assert next(d for d in data if d["model"] == "demo/sft" and d["evaluator"] == "em")["run_id"] == "r2"
 
+    # the report's layout is tested in test_report_browser.py; here: one self-contained page naming every model
     html = render(rows, "html")
-    body = html.split('<table id="leaderboard"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
-    assert body.count("<tr>") == len(rows)
-    assert html.count('class="bar"') == len(rows) and html.count('class="ci"') == len(rows)
-    assert not re.search(r"https?://|<script src|<link ", html)  # self-contained: nothing fetched
-    assert "Learning dynamics" not in html
+    assert html.startswith("<!doctype html>") and all(name in html for name in ("demo/teacher", "demo/gkd"))
+    assert not re.search(r"<script src|<link ", html)  # self-contained: nothing fetched
     with pytest.raises(UserError, match="unknown format"):
         render(rows, "xml")
-
-
-def test_html_learning_dynamics_from_both_conventions(board):
-    run_id = "r3"
-    board.add_run(run_id, "lion")
-    model_id = board.add_model(run_id, "lion/lion", "method", method="lion", extra={"iterations": [
-        {"iteration": 1, "hard_examples": 40}, {"iteration": 2, "hard_examples": 25}, {"iteration": 3, "hard_examples": 9}]})
-    for k, value in enumerate([0.41, 0.52, 0.58], 1):
-        board.add_result(run_id, model_id, "em", f"iteration/{k}/accuracy", value, n=60)
-    board.add_result(run_id, model_id, "em", "accuracy", 0.58, n=60)
-    html = render(board.rows(run_id=run_id), "html")
-    assert "Learning dynamics" in html and "em: accuracy" in html and "lion: hard_examples" in html
-    assert html.count('class="line"') == 2 and html.count("<circle") == 6
-    body = html.split('<table id="leaderboard"', 1)[1].split("</table>", 1)[0]
-    assert body.count("<tr>") == 2 and "iteration/" not in body  # header + the final accuracy only
 
 
 # significance ----------------------------------------------------------------------------------------------
@@ -208,20 +191,28 @@ def test_paired_bootstrap_hand_cases():
 # the command -----------------------------------------------------------------------------------------------
 
 def test_cli_history_filters_sort_and_files(board, stillroom_env):
-    latest = json.loads(cli("--format", "json"))
-    every = json.loads(cli("--format", "json", "--history"))
+    latest = json.loads(cli("--format", "json"))  # json stays one row per result unless --pivot
+    every = json.loads(cli("--format", "json", "--history", "--long"))
     assert len(latest) == 8 and len(every) == 10
     assert sorted(r["run_id"] for r in every if r["model"] == "demo/sft" and r["evaluator"] == "em") == ["r1", "r2"]
-    only = json.loads(cli("-f", "json", "--evaluator", "judge", "--method", "gkd"))
+    only = json.loads(cli("-f", "json", "--evaluator", "judge", "--method", "gkd", "--long"))
     assert [(r["model"], r["evaluator"]) for r in only] == [("demo/gkd", "judge")]
-    assert {r["run_id"] for r in json.loads(cli("-f", "json", "--run", "r1"))} == {"r1"}
-    ordered = json.loads(cli("-f", "json", "--sort", "model", "--desc"))
+    assert {r["run_id"] for r in json.loads(cli("-f", "json", "--run", "r1", "--long"))} == {"r1"}
+    ordered = json.loads(cli("-f", "json", "--sort", "model", "--desc", "--long"))
     assert [r["model"] for r in ordered] == sorted((r["model"] for r in ordered), reverse=True)
-    assert "demo/gkd" in cli("--model", "demo/gkd")
+    assert "gkd" in cli("--model", "demo/gkd") and "demo/gkd" in cli("--model", "demo/gkd", "--long")
     cli("-f", "html", "-o", str(stillroom_env / "report.html"))
     assert (stillroom_env / "report.html").read_text().startswith("<!doctype html>")
-    cli("-f", "csv", "-o", str(stillroom_env / "board.csv"))
+    cli("-f", "csv", "--long", "-o", str(stillroom_env / "board.csv"))
     assert len(list(csv.DictReader((stillroom_env / "board.csv").open()))) == 8
+    # the default is the pivot: one row per model, both evaluators as columns; --history: one per model and run
+    cli("-f", "csv", "-o", str(stillroom_env / "pivot.csv"))
+    pivoted = list(csv.DictReader((stillroom_env / "pivot.csv").open()))
+    assert sorted(r["model"] for r in pivoted) == ["demo/base", "demo/gkd", "demo/sft", "demo/teacher"]
+    assert {"em/accuracy", "judge/score", "em/accuracy verdict", "optimizer_steps"} <= set(pivoted[0])
+    history_pivot = json.loads(cli("-f", "json", "--history", "--pivot"))
+    assert sorted((e["model"], e["run_id"]) for e in history_pivot if e["model"] == "demo/sft") == \
+        [("demo/sft", "r1"), ("demo/sft", "r2")]
     with pytest.raises(UserError, match="add -o"):
         cli("-f", "html")
     with pytest.raises(UserError, match="did you mean 'md'"):
@@ -236,7 +227,8 @@ def test_cli_compare(board, stillroom_env):
     assert em["n"] == 60 and em["difference"] == pytest.approx(em["a"] - em["b"])
     assert em["ci_low"] < em["difference"] < em["ci_high"] and 0 <= em["p_value"] <= 1
     assert results[1]["p_value"] < 0.01  # 0.7 vs 0.35 mean score over 40 items
-    assert "p_value" in cli("--compare", "demo/gkd", "demo/base")
+    table = cli("--compare", "demo/gkd", "demo/base")
+    assert "A = demo/gkd" in table and "McNemar" in table and f"{em['difference']:+.3f}" in table
     with pytest.raises(UserError, match="unknown model 'demo/gdk' \\(did you mean 'demo/gkd'"):
         cli("--compare", "demo/gdk", "demo/base")
     # the same evaluator with disjoint item ids
@@ -255,16 +247,52 @@ def test_run_writes_report_and_compares_real_samples(toy_host, toy_spec):
     with ResultsStore.default() as store:
         rows = store.rows(run_id=run.id)
     html = (run.dir.root / "report.html").read_text()
-    assert run.id in html and len(rows) == 4
-    assert html.split('<table id="leaderboard"', 1)[1].split("</table>", 1)[0].count("<tr>") == 1 + len(rows)
+    assert run.id in html and len(rows) == 4 and all(f"toy/{m}" in html or f">{m}<" in html
+                                                     for m in ("teacher", "base", "copy", "gold"))
     (result,) = json.loads(cli("--compare", "toy/teacher", "toy/base", "-f", "json"))
     assert (result["test"], result["a"], result["b"], result["only_a"]) == ("mcnemar", 1.0, 0.0, result["n"])
 
 
-def test_html_skips_malformed_iterations_and_infinite_values():
-    rows = [{"model": "m", "role": "method", "method": "lion", "evaluator": "e", "metric": "ppl", "value": math.inf,
-             "run_id": "r", "extra": {"iterations": [{"no_iteration": 1}, "junk", {"iteration": 2, "x": math.inf},
-                                                      {"iteration": "3", "x": 1.0}]}},
-            {"model": "m", "role": "method", "evaluator": "e", "metric": "iteration/x/acc", "value": 0.5, "run_id": "r"}]
-    html = render(rows, "html")
-    assert "<tr><td" in html and 'class="bar"' not in html and "Learning dynamics" not in html
+def test_compare_fits_an_80_column_terminal(board, stillroom_env):
+    """`--compare` in a real process with COLUMNS=80: no line wider than 80, no cell cut, the numbers all there."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80", "LINES": "40"}
+    done = subprocess.run([sys.executable, "-m", "stillroom.cli", "leaderboard", "--compare", "demo/gkd", "demo/base"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in done.stdout, done.stdout
+    results = json.loads(cli("--compare", "demo/gkd", "demo/base", "-f", "json"))
+    for r in results:
+        row = next(line for line in lines if line.strip().startswith(r["evaluator"] + " "))
+        assert f"{r['a']:.3f}" in row and f"{r['difference']:+.3f}" in row and f"{r['ci_high']:+.3f}]" in row
+    assert "A = demo/gkd" in done.stdout and "B = demo/base" in done.stdout
+
+
+def test_pivot_rows_carry_intervals_verdicts_and_budget(board):
+    """The pivot of hand-made rows: one row per model, reference first among methods, verdict cells."""
+    from stillroom.leaderboard import pivot, render_pivot
+
+    rows = board.rows(run_id="r1")
+    for row in rows:
+        row.update(reference="demo/sft", verdict="better" if row["model"] == "demo/gkd" else None,
+                   p_value=0.004 if row["model"] == "demo/gkd" else None, seeds=[0, 1], optimizer_steps=30.0)
+    entries = pivot(rows)
+    assert [e["model"] for e in entries] == ["demo/teacher", "demo/base", "demo/sft", "demo/gkd"]
+    gkd = entries[-1]
+    assert gkd["seeds"] == [0, 1] and gkd["optimizer_steps"] == 30.0 and not gkd["is_reference"]
+    assert set(gkd["metrics"]) == {"em/accuracy", "judge/score"}
+    assert gkd["metrics"]["em/accuracy"]["verdict"] == "better" and entries[2]["is_reference"]
+    console = Console(file=io.StringIO(), width=200)
+    render_pivot(rows, "table", console)
+    table = console.file.getvalue()
+    gkd_line = next(line for line in table.splitlines() if line.lstrip().startswith("gkd "))
+    assert "better" in gkd_line and "p=0.004" in table and "reference" in table and "steps" in table
+    assert "seeds 0, 1" in table  # the seeds every entry shares, said once
+    md = render_pivot(rows, "md", sort="judge/score", descending=False).splitlines()
+    assert len(md) == 2 + 4 and "demo/base" in md[2]  # lowest judge score first
+    with pytest.raises(UserError, match="did you mean 'judge/score'"):
+        render_pivot(rows, "md", sort="judge/scor")

@@ -30,7 +30,7 @@ def test_valid_toml_and_yaml_agree(toy_host, tmp_path, toy_spec):
 
 def test_unknown_kind_suggests_close_name(toy_host, tmp_path):
     lines = problems(toy_host, tmp_path, TOY_SPEC.replace('kind = "gold"', 'kind = "gld"'))
-    assert lines == ["methods[1].kind: unknown method kind 'gld' (did you mean 'gold'?); known: copy, gold"]
+    assert lines == ["methods[1].kind: unknown method kind 'gld' (did you mean 'gold'?); known: coin, copy, gold"]
 
 
 def test_unknown_field_names_location_and_suggests(toy_host, tmp_path):

@@ -12,8 +12,9 @@ from stillroom.store import ResultsStore, record_run
 
 LINEAGE = dict(method="sft", options={"kind": "sft", "epochs": 2, "budget": {"steps": 10}},
                teacher={"kind": "hf", "model": "tiny-teacher"}, data={"kind": "local", "checksum": "abc123"},
-               spec_hash="f00d", parent_run="run-0", path="/models/x", wall_seconds=12.5, teacher_calls=40,
-               cost=0.25, extra={"iterations": [{"iteration": 1, "hard_examples": 3}]})
+               spec_hash="f00d", path="/models/x", wall_seconds=12.5, teacher_calls=40, cost=0.25,
+               optimizer_steps=30.0, train_tokens=4096.0, flops_estimate=1.5e9, seeds=[0, 1],
+               extra={"iterations": [{"iteration": 1, "hard_examples": 3}]})
 
 
 @pytest.fixture
@@ -80,13 +81,50 @@ def test_record_run_writes_lineage_and_is_idempotent(store, tmp_path):
                   "result": {"metrics": [{"metric": "accuracy", "value": 0.5, "n": 10, "stderr": 0.1},
                                          {"metric": "f1", "value": 0.6, "n": 10}],
                              "samples_path": str(tmp_path / "samples.jsonl")}}]
-    lineage = {"teacher": {"kind": "hf", "model": "t"}, "data": {"kind": "local"}, "parent_run": "r8"}
+    lineage = {"teacher": {"kind": "hf", "model": "t"}, "data": {"kind": "local"}}
     rows = record_run(store, run, evaluated, lineage)
     assert record_run(store, run, evaluated, lineage) == rows and len(rows) == 2
     model = store.model("r9", "demo/sft")
     assert model["teacher"] == lineage["teacher"] and model["data"] == lineage["data"]
-    assert (model["parent_run"], model["spec_hash"], model["teacher_calls"], model["extra"]) == ("r8", "beef", 7, {"note": 1})
+    assert (model["spec_hash"], model["teacher_calls"], model["extra"]) == ("beef", 7, {"note": 1})
+    assert rows[0]["run_dir"] == str(tmp_path) and "parent_run" not in rows[0]
     assert {r["samples_path"] for r in rows} == {str(tmp_path / "samples.jsonl")}
+
+
+def test_store_of_an_earlier_version_gains_the_new_columns(tmp_path):
+    """A store written before seeds and budget columns existed opens, keeps its rows and records the new fields."""
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL, spec_hash TEXT, spec TEXT, run_dir TEXT,
+                           parent_run TEXT, created REAL NOT NULL);
+        CREATE TABLE models (model_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs,
+            name TEXT NOT NULL, role TEXT NOT NULL, method TEXT, options TEXT, teacher TEXT, data TEXT,
+            spec_hash TEXT, parent_run TEXT, path TEXT, wall_seconds REAL, teacher_calls INTEGER, cost REAL,
+            extra TEXT, created REAL NOT NULL, UNIQUE (run_id, name));
+        CREATE TABLE results (result_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+            model_id INTEGER NOT NULL REFERENCES models, evaluator TEXT NOT NULL, metric TEXT NOT NULL,
+            value REAL NOT NULL, n INTEGER, stderr REAL, ci_low REAL, ci_high REAL, higher_is_better INTEGER DEFAULT 1,
+            evaluator_version TEXT, samples_path TEXT, created REAL NOT NULL, UNIQUE (run_id, model_id, evaluator, metric));
+        INSERT INTO runs VALUES ('r0', 'demo', NULL, NULL, NULL, NULL, 1.0);
+        INSERT INTO models (run_id, name, role, created) VALUES ('r0', 'demo/sft', 'method', 1.0);
+        INSERT INTO results (run_id, model_id, evaluator, metric, value, created) VALUES ('r0', 1, 'em', 'acc', 0.5, 1.0);
+    """)
+    old.commit()
+    old.close()
+    with ResultsStore(path) as store:
+        (row,) = store.rows()
+        assert (row["model"], row["value"], row["verdict"], row["optimizer_steps"]) == ("demo/sft", 0.5, None, None)
+        store.add_run("r1", "demo")
+        model_id = store.add_model("r1", "demo/sft", "method", optimizer_steps=12, seeds=[0, 1])
+        store.add_result("r1", model_id, "em", "acc", 0.75, per_seed={"0": 0.5, "1": 1.0}, verdict="better",
+                         p_value=0.01, reference="demo/base")
+        (row,) = store.rows()
+        assert (row["value"], row["per_seed"], row["verdict"], row["optimizer_steps"]) == (0.75, {"0": 0.5, "1": 1.0},
+                                                                                       "better", 12)
+    with pytest.raises(TypeError, match="unknown budget columns"):
+        with ResultsStore(path) as store:
+            store.add_model("r1", "demo/x", "method", optimizer_step=1)
 
 
 def test_rejects_nan_and_orphans(store):

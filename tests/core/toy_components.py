@@ -45,8 +45,14 @@ class EchoEndpoint(Endpoint):
 
     def _generate(self, requests):
         CALLS["teacher"] += len(requests)
-        return [[Completion(text=(r.prompt or r.messages[-1]["content"]).upper() + self.config.suffix)] * r.n
-                for r in requests]
+        self.stats["cost"] += 0.01 * len(requests)  # a price per call, as a paid API reports it
+        out = []
+        for r in requests:
+            prompt = r.prompt or r.messages[-1]["content"]
+            answer = prompt.upper() + self.config.suffix
+            out.append([Completion(text=answer, prompt_tokens=len(prompt.split()),
+                                   completion_tokens=len(answer.split()))] * r.n)
+        return out
 
 
 class EchoTeacher(Teacher):
@@ -144,18 +150,40 @@ class GoldMethod(Method):
         return job.model_stage("train", lambda student, folder: student.fit(records) or {})
 
 
+class CoinMethod(Method):
+    """Fits the student on each of the budget's training records with probability 1/2, drawn from Python's
+    ``random``: its result depends on the random state the stage starts from, so it shows whether stages are
+    seeded from the entry's seed alone (and not from what ran before)."""
+
+    name = "coin"
+    uses_teacher = False
+
+    class Config(MethodConfig):
+        steps: int | None = Field(None, description="unused; here so the budget rule has a field to check")
+
+    def run(self, job):
+        import random
+
+        def train(student, folder):
+            kept = [r for r in job.train_records() if random.random() < 0.5]
+            student.fit(kept)
+            return {"records": len(kept), "optimizer_steps": 1, "train_sequences": len(kept)}
+
+        return job.model_stage("train", train)
+
+
 class MatchEvaluator(Evaluator):
-    """Exact-match accuracy on the run's test split."""
+    """Exact-match accuracy on one split of the run's data (the test split by default)."""
 
     name = "match"
 
     class Config(EvaluatorConfig):
-        pass
+        split: str = Field("test", description="the data split to score")
 
     def evaluate(self, subject):
         from stillroom import GenerationRequest, read_jsonl
 
-        test = read_jsonl(Path(self.context.run_dir) / "stages" / "data" / "test.jsonl")
+        test = read_jsonl(Path(self.context.run_dir) / "stages" / "data" / f"{self.config.split}.jsonl")
         answers = subject.generate([GenerationRequest(prompt=r["prompt"]) for r in test])
         samples = [{"id": r["id"], "correct": a[0].text == r["target"]} for r, a in zip(test, answers)]
         value = sum(s["correct"] for s in samples) / len(samples)
@@ -167,9 +195,17 @@ toy.stillroom_register_endpoints = hookimpl(lambda register: register(EchoEndpoi
 toy.stillroom_register_teachers = hookimpl(lambda register: register(EchoTeacher))
 toy.stillroom_register_students = hookimpl(lambda register: register(TableStudent))
 toy.stillroom_register_generators = hookimpl(lambda register: register(WordsGenerator))
-toy.stillroom_register_methods = hookimpl(lambda register: (register(CopyMethod), register(GoldMethod)))
+toy.stillroom_register_methods = hookimpl(lambda register: (register(CopyMethod), register(GoldMethod),
+                                                             register(CoinMethod)))
 toy.stillroom_register_evaluators = hookimpl(lambda register: register(MatchEvaluator))
 sys.modules.setdefault("toy_plugin", toy)
+
+
+def make_toy_host():
+    """The toy plugin host, built the same way in a child process (``--jobs``) as in the test."""
+    from stillroom.plugin_manager import make_host
+
+    return make_host(modules={"toy": toy}, entry_points=False)
 
 TOY_SPEC = """
 name = "toy"
