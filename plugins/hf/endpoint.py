@@ -72,6 +72,31 @@ class HFEndpoint(Endpoint):
                 self.model.train()
 
 
+    can_score = True
+
+    def score(self, sequences: list[list[int]], top_k: int):
+        """Prompt scoring in process, batched (``batch_size`` sequences per forward pass)."""
+        return self.score_tokens(sequences, top_k, chosen=False)
+
+    def score_tokens(self, sequences: list[list[int]], top_k: int, *, chosen: bool = True):
+        """:meth:`score`, plus (``chosen``) each position's own token log-prob and rank (what serve echoes)."""
+        from stillroom import UserError
+
+        if self.is_encoder_decoder:
+            raise UserError("prompt scoring needs a causal language model; this one is encoder-decoder",
+                            f"endpoint hf {self.source}")
+        was_training = self.model.training
+        self.model.eval()
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        try:
+            with small_model_threads(self.model):
+                return generation.score_sequences(self.model, sequences, top_k, batch_size=self.batch_size,
+                                                  pad_id=pad if pad is not None else 0, chosen=chosen)
+        finally:
+            if was_training:
+                self.model.train()
+
+
 class HFTeacher(Teacher):
     """A white-box teacher: a transformers model that generates through the hf endpoint and exposes its
     model and tokenizer for full logits."""

@@ -247,3 +247,55 @@ def generate(model, tokenizer, requests: list[GenerationRequest], *, batch_size:
             for copy in row.copies:
                 answers[row.request_index][copy] = completion.model_copy(deep=True)
     return answers  # type: ignore[return-value]
+
+
+def score_sequences(model, sequences: list[list[int]], top_k: int, *, batch_size: int = 16, pad_id: int = 0,
+                    chosen: bool = False):
+    """Prompt scoring in one forward pass per batch: per token sequence, numpy ``(indices int32, logprobs
+    float32)`` of shape (len, top_k), row i the model's top-k at position i given the tokens before it (row 0:
+    -1 / -inf). Sequences are sorted by length and right-padded, so padding never shifts a position.
+    ``chosen``: each answer also carries the log-prob of the sequence's own token at every position and its
+    rank (1 = most likely), both (len,) with NaN / 0 in row 0, as `stillroom serve` reports them."""
+    import numpy as np
+    import torch
+
+    device = next(model.parameters()).device
+    vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not None else None
+    out: list[tuple[Any, Any] | None] = [None] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for begin in range(0, len(order), max(1, batch_size)):
+        chunk = order[begin:begin + batch_size]
+        width = max(len(sequences[i]) for i in chunk)
+        ids = torch.full((len(chunk), max(width, 1)), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):
+            ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            attention[row, :len(sequences[i])] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+            k = min(top_k, logits.shape[-1] if vocab is None else min(vocab, logits.shape[-1]))
+            # on the whole (contiguous) tensor, then sliced: log_softmax over a strided view is ~2x slower
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[:, :-1]
+            values, indices = logprobs.topk(k, dim=-1) if k > 0 else (logprobs[..., :0], logprobs[..., :0].long())
+            if chosen:
+                actual = logprobs.gather(-1, ids[:, 1:, None].to(logprobs.device))
+                ranks = (logprobs > actual).sum(-1).add(1).cpu().numpy()
+                actual = actual.squeeze(-1).cpu().numpy()
+            del logprobs
+        values, indices = values.cpu().numpy(), indices.to(torch.int32).cpu().numpy()
+        for row, i in enumerate(chunk):
+            length = len(sequences[i])
+            top_ids = np.full((length, top_k), -1, dtype=np.int32)
+            top_values = np.full((length, top_k), -np.inf, dtype=np.float32)
+            if length > 1:
+                top_ids[1:, :k] = indices[row, :length - 1]
+                top_values[1:, :k] = values[row, :length - 1]
+            if chosen:
+                own = np.full(length, np.nan, dtype=np.float32)
+                rank = np.zeros(length, dtype=np.int64)
+                own[1:] = actual[row, :length - 1]
+                rank[1:] = ranks[row, :length - 1]
+                out[i] = (top_ids, top_values, own, rank)
+            else:
+                out[i] = (top_ids, top_values)
+    return out
