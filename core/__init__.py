@@ -19,6 +19,8 @@ from stillroom.roles import (
     EvaluatorConfig,
     GenerationRequest,
     Generator,
+    InstructionWriter,
+    Job,
     Judge,
     JudgeItem,
     Judgment,
@@ -26,9 +28,11 @@ from stillroom.roles import (
     Method,
     MethodConfig,
     MetricValue,
+    RewardScorer,
     Student,
     Subject,
     Teacher,
+    TextScorer,
     TokenLogprob,
 )
 from stillroom.runs import MethodJob, RunDirectory, read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -38,6 +42,7 @@ __all__ = [
     "BudgetExceeded", "Completion", "Component", "ComponentConfig", "ComponentRef", "Context", "Dataset", "Endpoint",
     "EndpointRef", "EvalResult", "Evaluator", "EvaluatorConfig", "GenerationRequest", "Generator", "Judge",
     "JudgeItem", "Judgment", "Loss", "Method", "MethodConfig", "MethodJob", "MetricValue", "RunDirectory", "Student",
-    "Subject", "Teacher", "TokenLogprob", "UserError", "build", "paths", "suggest", "get_host", "hookimpl", "read_jsonl",
-    "write_json_atomic", "write_jsonl_atomic",
+    "RewardScorer", "Subject", "Teacher", "TextScorer", "TokenLogprob", "UserError", "build", "paths", "suggest",
+    "get_host", "hookimpl", "read_jsonl",
+    "write_json_atomic", "write_jsonl_atomic", "InstructionWriter", "Job",
 ]

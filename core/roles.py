@@ -8,12 +8,16 @@ happens in plugins.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from stillroom.context import Context
+    from stillroom.runs import RunDirectory
+    from stillroom.specs import Budget
 
 
 class ComponentConfig(BaseModel):
@@ -105,11 +109,35 @@ class Endpoint(Component):
     def _generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """Answer each request with ``request.n`` completions, in order. Called on cache misses only."""
 
+    def _generate_streaming(self, requests: list[GenerationRequest],
+                            deliver: Callable[[int, list[Completion]], None]) -> None:
+        """Answer requests, calling ``deliver(i, completions)`` for ``requests[i]`` as each answer arrives (any
+        order), so the call cache stores it at once. The default calls ``_generate`` on chunks of
+        ``chunk_size`` requests; an endpoint that talks to a server overrides it with
+        ``stillroom.calls.stream_pool`` to keep requests in flight without a barrier between chunks."""
+        from stillroom.calls import generate_in_chunks
+
+        generate_in_chunks(self, requests, deliver)
+
     def generate(self, requests: list[GenerationRequest], *, description: str | None = None) -> list[list[Completion]]:
         """Answer requests through the call cache; only misses reach ``_generate``."""
         from stillroom.calls import generate_through_cache
 
         return generate_through_cache(self, list(requests), description=description)
+
+    # Prompt scoring (issue 19): the log-prob a model gives every token of a given text, with its top-k
+    # alternatives, as `stillroom serve` answers `echo` + `logprobs` and vLLM `prompt_logprobs`.
+    can_score: ClassVar[bool] = False
+
+    def score(self, sequences: list[list[int]], top_k: int) -> list[tuple[Any, Any]]:
+        """Score token sequences: per sequence, numpy ``(indices int32, logprobs float32)`` of shape
+        (len, ``top_k``) where row i holds the ``top_k`` most likely tokens at position i given the tokens before
+        it, with log-probs normalised over the whole vocabulary (row 0 has no context: indices -1, log-probs
+        -inf; so do missing alternatives). Token ids are the model's own vocabulary. Endpoints that set
+        ``can_score`` implement it; the others raise a UserError."""
+        from stillroom.errors import UserError
+
+        raise UserError(f"endpoint kind {self.name!r} cannot score prompts (no prompt log-probs)", "endpoint")
 
     @property
     def stats(self) -> dict[str, float]:
@@ -120,6 +148,7 @@ class Endpoint(Component):
                 "cache_hits": 0,
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
+                "cached_tokens": 0,  # prompt + completion tokens of answers served from the call cache
                 "retries": 0,
                 "cost": 0.0,
             }
@@ -141,6 +170,16 @@ class Teacher(Component):
 
     def generate(self, requests: list[GenerationRequest], *, description: str | None = None) -> list[list[Completion]]:
         return self.endpoint.generate(requests, description=description or f"teacher {self.name}")
+
+    def score_targets(self, sequences: list[list[int]], top_k: int) -> list[tuple[Any, Any]]:
+        """The teacher's top-k log-probs at every position of given token sequences (gold targets, its own
+        generations, another model's outputs), as :meth:`Endpoint.score`; what a teacher-signal capture
+        stores."""
+        return self.endpoint.score(sequences, top_k)
+
+    def signal_identity(self) -> dict[str, Any]:
+        """What decides the teacher's scores (it keys teacher-signal captures): the endpoint's identity."""
+        return self.endpoint.identity()
 
 
 class Student(Component):
@@ -165,6 +204,36 @@ class Student(Component):
     @abc.abstractmethod
     def generate(self, requests: list[GenerationRequest], *, description: str | None = None) -> list[list[Completion]]:
         """Answer requests with the current weights (through the call cache)."""
+
+    def encode_example(self, record: dict[str, Any], *, max_length: int = 512,
+                       location: str = "record") -> tuple[list[int], list[int], float]:
+        """``(input ids, labels, weight)`` of one training record ({prompt or messages, target, optional weight})
+        exactly as ``fit`` trains on it: labels are -100 outside the target. Methods that pair the training
+        tokens with stored teacher signals (logit_kd) encode through it so both see the same tokens."""
+        from stillroom.errors import UserError
+
+        raise UserError(f"student kind {self.name!r} cannot encode training examples", location)
+
+    def fit(self, records: list[dict[str, Any]], *, steps: int, batch_size: int, learning_rate: float, seed: int,
+            max_length: int = 512, warmup_ratio: float = 0.0, weight_decay: float = 0.0,
+            folder: Any = None, checkpoint_dir: Any = None, checkpoint_steps: int | None = None,
+            report_to: str | list[str] = "none", description: str = "training",
+            continue_from: Any = None, total_steps: int | None = None,
+            keep_state: Any = None) -> dict[str, Any]:
+        """Supervised fine-tuning through the training engine (``stillroom.training``) on ``records``
+        ({prompt or messages, target, optional weight}); the loss covers target tokens only.
+
+        ``steps``/``batch_size``/``learning_rate``: the optimizer steps, global batch and peak learning rate
+        (AdamW, linear warm-up over ``warmup_ratio`` of the steps, linear decay); ``seed`` seeds every
+        generator and the data order. ``folder`` receives ``log_history.jsonl``; ``checkpoint_dir`` and
+        ``checkpoint_steps`` turn on mid-stage checkpoints, and a complete checkpoint found there is resumed
+        from. ``continue_from`` (a folder a previous ``keep_state`` wrote) carries the optimizer state and
+        learning-rate schedule over from an earlier fit, whose schedule spans ``total_steps``; ``keep_state``
+        names a folder to write this fit's final optimizer state to. Returns the stage metrics
+        (``optimizer_steps``, ``train_sequences``, ``train_tokens``, ..., ``wall_seconds``, ``train_loss``)."""
+        from stillroom.errors import UserError
+
+        raise UserError(f"student kind {self.name!r} cannot be fine-tuned (it has no fit)", "student")
 
 
 class JudgeItem(BaseModel):
@@ -294,6 +363,104 @@ class Evaluator(Component):
         """Metrics and per-sample records for ``subject``."""
 
 
+class TextScorer(abc.ABC):
+    """An evaluator that can score given texts against references, without a model to generate them
+    (``stillroom eval --predictions``). Mixed into an Evaluator subclass: ``class Rouge(Evaluator, TextScorer)``."""
+
+    @abc.abstractmethod
+    def score_texts(self, predictions: list[str], references) -> EvalResult:
+        """Score ``predictions`` against one reference each (a string) or several (a list of strings)."""
+
+
+class RewardScorer(abc.ABC):
+    """An evaluator or judge that can score one completion at a time, so a method can use it as a reward
+    (exact-match correctness, ROUGE against a reference, an LLM judge's single-answer grade). Mixed into the
+    component's role class: ``class ExactMatch(Evaluator, RewardScorer)``; a spec names it like any component
+    (``reward = {kind = "exact_match"}``)."""
+
+    @abc.abstractmethod
+    def reward(self, prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
+        """One reward per completion, higher is better, in order. ``prompts[i]`` is the question
+        ``completions[i]`` answers and ``references[i]`` its gold answer or target (None when there is none).
+        A completion that cannot be scored gets the scorer's lowest reward, never an exception."""
+
+    def reward_endpoint(self) -> Endpoint | None:
+        """The endpoint the rewards are computed through (its calls and tokens are what rewarding costs, and go
+        through the call cache), or None for a rule that needs no model."""
+        return None
+
+
+class InstructionWriter(abc.ABC):
+    """A data generator that writes new instructions from seed instructions (the generator role of Lion-style
+    methods, which call exactly these three methods). Mixed into a Generator subclass:
+    ``class LionLLMInstructions(Generator, InstructionWriter)``."""
+
+    @abc.abstractmethod
+    def propose(self, asks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One candidate record per ask ``{"seed": pool record, "mode": "hard" | "easy", "key": unique draw
+        key}``, in order: ``prompt`` (the new instruction; empty, with a ``rejected`` reason, when none could be
+        written), ``seed_id``, ``seed_prompt``, ``mode``, and whatever else the writer knows (a gold answer)."""
+
+    @abc.abstractmethod
+    def rejects(self, candidate: dict[str, Any], avoid: set[str]) -> str | None:
+        """Why ``candidate`` is discarded (the writer's post-filters; a key in ``avoid``), or None to keep it."""
+
+    @abc.abstractmethod
+    def avoid_keys(self, records: list[dict[str, Any]]) -> set[str]:
+        """The keys of ``records`` (held-out instructions) that a new instruction must not repeat."""
+
+    def writer_endpoint(self) -> Endpoint | None:
+        """The endpoint the instructions are written through (its calls and tokens are what writing costs), or
+        None for a rule that needs no model."""
+        return None
+
+
+@runtime_checkable
+class Job(Protocol):
+    """What a method's ``run`` gets (the core's ``MethodJob`` implements it): the roles, the data, the shared
+    budget, and resumable stages under the entry's own folder. Stage names are relative to the entry."""
+
+    label: str  # the entry's name on the leaderboard
+    method: Component
+    teacher: Teacher | None  # None when the method does not use a teacher
+    student: Student  # a fresh copy of the spec's student
+    data: dict[str, list[dict[str, Any]]]  # split -> records
+    budget: Budget
+    seed: int  # this entry's seed
+    seeded: bool  # whether the run trains several seeds (the seed is then part of every stage path)
+    run_dir: RunDirectory
+    context: Context
+    info: dict[str, Any]  # what the method reports besides metrics (kept with the entry's leaderboard rows)
+
+    @property
+    def prefix(self) -> str:
+        """This entry's stage folder, relative to the run's ``stages/``."""
+
+    def stage_path(self, name: str = "") -> Path:
+        """The folder of this entry's stage ``name`` (of the entry itself when empty)."""
+
+    def stage_metrics(self, name: str) -> dict[str, Any]:
+        """The recorded metrics of this entry's finished stage ``name`` ({} when it has not finished)."""
+
+    def stage_seed(self, name: str) -> int:
+        """The seed of stage ``name``, from the entry's seed and the stage's name."""
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """A folder for mid-stage checkpoints of stage ``name`` that survives a killed stage."""
+
+    def train_records(self) -> list[dict[str, Any]]:
+        """The budget's training problems: the same ids for every method and seed."""
+
+    def stage(self, name: str, produce: Callable[[Path], dict | None]) -> Path:
+        """Run ``produce(folder)`` once (skipped when finished before); it may return metrics to record."""
+
+    def jsonl_stage(self, name: str, compute: Callable[[], list[dict]]) -> list[dict]:
+        """Records computed once and kept as JSON lines."""
+
+    def model_stage(self, name: str, train: Callable[[Student, Path], dict | None]) -> Student:
+        """Train the student once in a stage (``train(student, folder)``) and return it, loaded back on resume."""
+
+
 class MethodConfig(ComponentConfig):
     """Base of every method's Config."""
 
@@ -303,16 +470,20 @@ class MethodConfig(ComponentConfig):
 
 class Method(Component):
     """A distillation recipe: runs as stages over a teacher, a fresh student and data, returns the trained
-    student. ``uses_teacher`` says whether it needs the spec's teacher."""
+    student. ``uses_teacher`` says whether it needs the spec's teacher; ``baseline`` whether it is a baseline
+    other methods are compared with."""
 
     role = "method"
     uses_teacher: ClassVar[bool] = True
+    # A baseline (sft, seqkd) is what other methods are compared with: a spec's default `reference` is its
+    # first baseline entry.
+    baseline: ClassVar[bool] = False
 
     class Config(MethodConfig):
         pass
 
     @abc.abstractmethod
-    def run(self, job) -> Student:
+    def run(self, job: Job) -> Student:
         """Train ``job.student`` (a fresh copy) and return the result; use ``job.stage`` for resumable steps."""
 
 

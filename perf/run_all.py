@@ -14,8 +14,12 @@ HERE = Path(__file__).resolve().parent
 GOALS = {  # headline -> (comparison, goal)
     "api_fanout_speedup": (">=", 12.0),
     "gkd_overhead_ratio": ("<=", 1.05),
+    "engine_overhead_ratio": ("<=", 1.05),
     "eval_overhead_ratio": ("<=", 1.05),
     "hf_batched_speedup": (">=", 5.0),
+    "cli_help_seconds": ("<=", 0.5),
+    "signal_bytes_per_token": ("<=", 100.0),
+    "parallel_speedup": (">=", 1.7),
 }
 
 

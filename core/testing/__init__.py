@@ -73,8 +73,9 @@ def tiny_tokenizer(corpus: str | list[str] | None = None, vocab_size: int = 600,
     return tokenizer
 
 
-def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0, max_positions: int = 512):
-    """A randomly initialised Llama sized for the tokenizer."""
+def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0, max_positions: int = 2048):
+    """A randomly initialised Llama sized for the tokenizer. Its context (``max_positions``; rotary, so it adds no
+    weights) holds the judge and referee prompts tests send it: `stillroom serve` refuses longer prompts."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -41,7 +41,10 @@ class OnPolicy(Method):
         from datasets import Dataset
         from trl import DistillationConfig, DistillationTrainer
 
+        from stillroom.training import counting, stage_settings
+
         options = self.config
+        stage = stage_settings(job, "train")
         where = f"methods[{job.label}]"
         output_dir = folder / "trainer"
         tokenizer = student.tokenizer
@@ -49,18 +52,16 @@ class OnPolicy(Method):
         tokenizer.padding_side = "left"  # DistillationTrainer generates from left-padded prompts
         try:
             try:
-                args = DistillationConfig(
-                    **training.trainer_arguments(job, options, budget, output_dir, student.model),
-                    beta=options.beta,
-                    temperature=options.temperature,
-                    max_completion_length=options.max_completion_length,
-                )
-                trainer = DistillationTrainer(
+                args = training.trainer_config(
+                    DistillationConfig, job, options, budget, stage.checkpoint_dir or output_dir, student.model,
+                    stage, beta=options.beta, temperature=options.temperature,
+                    max_completion_length=options.max_completion_length)
+                trainer = counting(DistillationTrainer, teacher_sees_inputs=True)(
                     model=student.model, teacher_model=teacher.model, args=args, processing_class=tokenizer,
                     train_dataset=Dataset.from_list(training.prompt_records(budget.records, where)))
             except ValueError as exc:
                 raise UserError(f"TRL's DistillationTrainer rejected the setup: {exc}", where) from exc
-            return self._finish(trainer, folder, output_dir, budget, "trl.DistillationTrainer")
+            return self._finish(trainer, folder, output_dir, budget, "trl.DistillationTrainer", stage, teacher)
         finally:
             tokenizer.padding_side = padding_side
 
@@ -68,15 +69,18 @@ class OnPolicy(Method):
         from datasets import Dataset
         from trl.experimental.gold import GOLDConfig, GOLDTrainer
 
+        from stillroom.training import counting, stage_settings
+
         options = self.config
+        stage = stage_settings(job, "train")
         where = f"methods[{job.label}]"
         output_dir = folder / "trainer"
         # GOLD loads the teacher tokenizer by name; a saved copy works for any teacher, local or not.
         teacher_tokenizer = folder / "teacher_tokenizer"
         teacher.tokenizer.save_pretrained(teacher_tokenizer)
         try:
-            args = GOLDConfig(
-                **training.trainer_arguments(job, options, budget, output_dir, student.model),
+            args = training.trainer_config(
+                GOLDConfig, job, options, budget, stage.checkpoint_dir or output_dir, student.model, stage,
                 use_uld_loss=True,
                 teacher_tokenizer_name_or_path=str(teacher_tokenizer),
                 lmbda=options.lmbda,
@@ -87,18 +91,20 @@ class OnPolicy(Method):
                 max_length=options.max_length,
                 **options.uld_options,
             )
-            trainer = GOLDTrainer(model=student.model, teacher_model=teacher.model, args=args,
-                                  processing_class=student.tokenizer,
-                                  train_dataset=Dataset.from_list(training.chat_records(budget.records, where)))
+            trainer = counting(GOLDTrainer, teacher_sees_inputs=True)(
+                model=student.model, teacher_model=teacher.model, args=args, processing_class=student.tokenizer,
+                train_dataset=Dataset.from_list(training.chat_records(budget.records, where)))
         except (TypeError, ValueError) as exc:
             raise UserError(f"TRL's GOLD trainer rejected the setup: {exc}", where) from exc
-        metrics = self._finish(trainer, folder, output_dir, budget, "trl.experimental.gold.GOLDTrainer")
+        metrics = self._finish(trainer, folder, output_dir, budget, "trl.experimental.gold.GOLDTrainer", stage, teacher)
         shutil.rmtree(teacher_tokenizer, ignore_errors=True)
         return {**metrics, "lmbda": options.lmbda, "seq_kd": options.seq_kd, "max_length": options.max_length,
                 "uld_options": dict(options.uld_options)}
 
-    def _finish(self, trainer, folder: Path, output_dir: Path, budget: training.Plan, name: str) -> dict:
+    def _finish(self, trainer, folder: Path, output_dir: Path, budget: training.Plan, name: str, stage,
+                teacher) -> dict:
         options = self.config
-        return training.train(trainer, trainer.model, folder, output_dir, budget, name,
+        return training.train(trainer, trainer.model, folder, output_dir, budget, name, stage=stage,
+                              teacher_model=teacher.model,
                               cross_tokenizer=options.cross_tokenizer, beta=options.beta,
                               temperature=options.temperature, max_completion_length=options.max_completion_length)

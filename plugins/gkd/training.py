@@ -1,14 +1,11 @@
-"""What the gkd and on_policy methods share: the budget, the TRL arguments that keep training sane on CPU
-and GPU, the training records, the checks a white-box teacher must pass, and running a built TRL trainer."""
+"""What the gkd and on_policy methods share: the budget, the TRL config built by the engine's policy, the
+training records, the checks a white-box teacher must pass, and running a built TRL trainer through the engine."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import sys
 import shutil
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 class Plan:
     """The effective budget of one training run after the spec's [budget] is applied."""
 
-    steps: int | None
+    steps: int
     batch_size: int
     per_device_batch_size: int
     learning_rate: float
@@ -34,15 +31,18 @@ class Plan:
 
 
 def plan(job, options, where: str) -> Plan:
-    """Apply ``job.budget`` over the method's own options (the budget wins: a fair comparison)."""
-    budget = job.budget
-    steps = budget.steps or options.steps
-    batch_size = budget.batch_size or options.batch_size
-    learning_rate = budget.learning_rate or options.learning_rate
-    limit = budget.train_examples or options.train_examples
-    records = list(job.data.get("train") or [])[:limit]
-    if not records:
-        raise UserError("no training records: the data has an empty 'train' split", where)
+    """The effective budget: the spec's [budget], else the method's own options (a conflict between the two
+    is the core's check, made once for every method). Without any step count, ``epochs`` passes."""
+    from stillroom.training import budget_value, train_records
+
+    batch_size = budget_value(job, "batch_size", options.batch_size, 8)
+    learning_rate = budget_value(job, "learning_rate", options.learning_rate, 2e-5)
+    records = train_records(job, where)
+    limit = budget_value(job, "train_examples", options.train_examples, None)
+    records = records[:limit] if limit else records
+    steps = budget_value(job, "steps", options.steps, None)
+    if steps is None:
+        steps = max(1, math.ceil(options.epochs * len(records) / batch_size))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     split = options.gradient_accumulation_steps * world
     if batch_size % split:
@@ -58,37 +58,17 @@ def model_device(model) -> str:
         return "cpu"
 
 
-def trainer_arguments(job, options, plan: Plan, output_dir, model) -> dict[str, Any]:
-    """Keyword arguments every TRL config here gets: precision and checkpointing safe on CPU, no reports,
-    no checkpoints, the run's seed."""
-    import torch
+def trainer_config(config_class, job, options, plan: Plan, output_dir, model, stage, **settings: Any):
+    """``config_class`` (a TRL config) built by the engine's one policy (optimizer, schedule, precision,
+    seeds, checkpoints, trackers) plus the method's own ``settings``."""
+    from stillroom.training import training_arguments
 
-    device = model_device(model)
-    on_cuda = device == "cuda" and torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir),
-        max_steps=plan.steps if plan.steps is not None else -1,
-        num_train_epochs=options.epochs,
-        per_device_train_batch_size=plan.per_device_batch_size,
-        gradient_accumulation_steps=options.gradient_accumulation_steps,
-        learning_rate=plan.learning_rate,
-        warmup_steps=options.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
-        # TRL defaults to bf16 and activation checkpointing: on CPU the first fails or crawls
-        bf16=bool(on_cuda and torch.cuda.is_bf16_supported()),
-        fp16=False,
-        activation_checkpointing=False,
-        gradient_checkpointing=False,
-        use_cpu=device == "cpu",
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=1,
-        logging_strategy="steps",
-        disable_tqdm=not (job.context.progress and sys.stderr.isatty() and not os.environ.get("STILLROOM_NO_PROGRESS")),
-        dataloader_num_workers=0,
-        seed=job.seed,
-        data_seed=job.seed,
-    )
+    return training_arguments(
+        output_dir, config_class=config_class, steps=plan.steps, batch_size=plan.batch_size,
+        learning_rate=plan.learning_rate, seed=stage.seed, model=model,
+        gradient_accumulation_steps=options.gradient_accumulation_steps, warmup_ratio=options.warmup_ratio,
+        checkpoint_steps=stage.checkpoint_steps if stage.checkpoint_dir else None, report_to=stage.report_to,
+        location=f"methods[{job.label}]", **settings)
 
 
 def chat_records(records: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -164,39 +144,16 @@ def is_encoder_decoder(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def quiet(trainer) -> None:
-    """Keep the progress bar but not the per-step log lines: the Trainer's printer (tqdm off) and its progress
-    callback (tqdm on) both write every log dict, which at logging_steps=1 floods the terminal. The logs stay in
-    ``trainer.state.log_history``, which the stage keeps as log_history.json."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+def train(trainer, model, folder: Path, output_dir: Path, budget: Plan, name: str, *, stage, teacher_model=None,
+          **fields: Any) -> dict[str, Any]:
+    """Run ``trainer`` through the engine (seeds, checkpoints and resume, log_history.jsonl, consumption),
+    drop its ``output_dir`` and return the stage metrics: the budget, ``name`` (the trainer), ``fields``, then
+    the engine's metrics."""
+    from stillroom.training import ids_digest, run_trainer
 
-    class BarOnly(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            return None
-
-    trainer.remove_callback(PrinterCallback)
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarOnly)
-
-
-def train(trainer, model, folder: Path, output_dir: Path, budget: Plan, name: str, **fields: Any) -> dict[str, Any]:
-    """Run ``trainer`` quietly, keep its log history as ``folder/log_history.json``, drop its ``output_dir``, put
-    ``model`` in eval mode and return the stage metrics: the budget, ``name`` (the trainer), ``fields``, then the
-    steps, final training loss and seconds."""
-    quiet(trainer)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)  # TRL calls deprecated transformers names
-        result = trainer.train()
-    train_seconds = time.perf_counter() - start
-    (folder / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1, default=str))
+    metrics = run_trainer(trainer, folder=folder, checkpoint_dir=stage.checkpoint_dir, seed=stage.seed,
+                          description=name.rsplit(".", 1)[-1], teacher_model=teacher_model)
     shutil.rmtree(output_dir, ignore_errors=True)
     model.eval()
-    return {
-        **budget.metrics(),
-        "trainer": name,
-        **fields,
-        "steps": int(trainer.state.global_step),
-        "train_loss": float(result.training_loss),
-        "train_seconds": round(train_seconds, 3),
-    }
+    return {**budget.metrics(), **ids_digest(budget.records), "trainer": name, **fields, **metrics,
+            "steps": metrics["optimizer_steps"], "train_seconds": metrics["wall_seconds"]}

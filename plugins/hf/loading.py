@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from stillroom import UserError
+# one owner of the thread rule for small models (one intra-op thread on CPU): the training engine
+from stillroom.training import SMALL_MODEL_PARAMETERS, small_model_threads  # noqa: F401
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -166,38 +168,3 @@ def eos_ids(model, tokenizer) -> list[int]:
             if item is not None and int(item) not in ids:
                 ids.append(int(item))
     return ids
-
-
-SMALL_MODEL_PARAMETERS = 5_000_000
-
-
-class small_model_threads:
-    """Run a small model on CPU with one intra-op thread, then restore the thread count.
-
-    Matrices of a few-million-parameter model are too small for intra-op parallelism to pay; on a busy
-    2-core machine two OpenMP threads made a 60k-parameter Llama 20-60x slower (spin-waiting on a core
-    another process holds), one thread never did. Larger models and GPUs are left alone."""
-
-    def __init__(self, model):
-        self.model = model
-        self.previous: int | None = None
-
-    def __enter__(self):
-        import torch
-
-        try:
-            parameter = next(self.model.parameters())
-        except StopIteration:
-            return self
-        if parameter.device.type == "cpu" and torch.get_num_threads() > 1:
-            if sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL_PARAMETERS:
-                self.previous = torch.get_num_threads()
-                torch.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.previous is not None:
-            torch.set_num_threads(self.previous)
-        return False

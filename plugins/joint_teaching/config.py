@@ -76,10 +76,11 @@ class JointTeachingConfig(MethodConfig):
                                                                     "pseudo-targets")
     student_top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of student pseudo-targets")
     black_box_student_targets: Literal["error", "teacher_targets"] = Field(
-        "error", description="what to do with student steps (alpha > 0) when the teacher is an API: an API "
-                             "returns top-k log-probs only for text it generates itself, and neither `stillroom "
-                             "serve` nor the openai endpoint scores a given text (no completions echo), so a "
-                             "student pseudo-target cannot be scored. 'error' stops with an explanation; "
+        "error", description="what to do with student steps (alpha > 0) when the teacher is an API whose "
+                             "endpoint cannot score a given text. An endpoint that can (the openai endpoint in "
+                             "front of vLLM or `stillroom serve`, through prompt_logprobs) scores each student "
+                             "pseudo-target, sent as the student's token ids, so the server must use the "
+                             "student's tokenizer. Otherwise: 'error' stops with an explanation; "
                              "'teacher_targets' trains on teacher pseudo-targets on those steps instead "
                              "(recorded as fallback_steps)")
 

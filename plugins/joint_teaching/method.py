@@ -44,14 +44,11 @@ class Plan:
 
 
 def resolve_budget(job: MethodJob, config: JointTeachingConfig, where: str) -> Plan:
-    values = {}
-    for name, default in DEFAULTS.items():
-        shared, own = getattr(job.budget, name), getattr(config, name)
-        if shared is not None and own is not None and shared != own:
-            raise UserError(f"{name}={own} conflicts with budget.{name}={shared}; the budget applies to every "
-                            "method, so remove one of them", f"{where}.{name}")
-        values[name] = shared if shared is not None else own if own is not None else default
-    return Plan(**values)
+    """(A conflict between the budget and an option is the core's check, made once for every method.)"""
+    from stillroom.training import budget_value
+
+    return Plan(**{name: budget_value(job, name, getattr(config, name), default)
+                   for name, default in DEFAULTS.items()})
 
 
 def white_box(teacher) -> bool:
@@ -95,14 +92,13 @@ class JointTeaching(Method):
                 raise UserError("teacher_dropout (Noisy KD) changes the teacher's forward pass, which an API "
                                 "teacher does not expose; set it to 0 or use a white-box teacher",
                                 f"{where}.teacher_dropout")
-            if config.alpha > 0 and config.black_box_student_targets == "error":
+            if config.alpha > 0 and not teacher.endpoint.can_score and config.black_box_student_targets == "error":
                 raise UserError(
                     f"alpha = {config.alpha} asks the teacher to score pseudo-targets the student writes, but this "
-                    "teacher gives top-k log-probs only for text it generates itself (scoring a given text needs "
-                    "/v1/completions with echo, which neither the openai endpoint nor `stillroom serve` offers). "
-                    "Set alpha = 0 (teacher pseudo-targets only), or black_box_student_targets = "
-                    "'teacher_targets' to train on teacher pseudo-targets on the student's steps",
-                    f"{where}.alpha")
+                    f"teacher's endpoint (kind {teacher.endpoint.name!r}) cannot score a given text (prompt "
+                    "log-probs: an openai endpoint in front of vLLM or `stillroom serve` can). Set alpha = 0 "
+                    "(teacher pseudo-targets only), or black_box_student_targets = 'teacher_targets' to train on "
+                    "teacher pseudo-targets on the student's steps", f"{where}.alpha")
         return access
 
     def run(self, job: MethodJob) -> Student:
@@ -112,11 +108,11 @@ class JointTeaching(Method):
         where = f"methods[{job.label}]"
         access = self.teacher_access(job.teacher, where)
         plan = resolve_budget(job, config, where)
-        records = list(job.data.get("train") or [])
+        from stillroom.training import ids_digest, stage_settings, train_records
+
+        records = train_records(job, where)
         if plan.train_examples:
             records = records[:plan.train_examples]
-        if not records:
-            raise UserError("the data has no 'train' split, or it is empty", where)
         for index, record in enumerate(records):
             if record.get("prompt") is None:
                 raise UserError(f"training record {record.get('id', index)!r} has no 'prompt'", where)
@@ -131,7 +127,8 @@ class JointTeaching(Method):
                 written = pts.beam_search(job.teacher, records, config, where)
             else:
                 top = config.top_logprobs if access == "top_logprobs" else None
-                written = pts.through_endpoint(job.teacher, records, config, top_logprobs=top, seed=job.seed,
+                written = pts.through_endpoint(job.teacher, records, config, top_logprobs=top,
+                                               seed=stage_settings(job, "pseudo_targets").seed,
                                                where=where)
             return [{"id": r.get("id", i), "pts": p} for i, (r, p) in enumerate(zip(records, written))]
 
@@ -151,14 +148,17 @@ class JointTeaching(Method):
             from stillroom import write_json_atomic
 
             loss, sparse_loss = training.build_losses(job.context, config, access, where)
+            stage = stage_settings(job, "train")
             metrics = training.train(student=student, teacher=job.teacher, config=config, plan=plan,
                                      records=records, pools=pools, access=access, loss=loss,
-                                     sparse_loss=sparse_loss, seed=job.seed, where=where)
+                                     sparse_loss=sparse_loss, seed=stage.seed, where=where, folder=folder,
+                                     checkpoint_dir=stage.checkpoint_dir, checkpoint_steps=stage.checkpoint_steps,
+                                     report_to=stage.report_to, description=f"{job.label} train")
             write_json_atomic(folder / "losses.json", metrics.pop("losses"))
-            return metrics
+            return {**metrics, **ids_digest(records)}
 
         trained = job.model_stage("train", fit)
-        metrics = job.run_dir.stage_metrics(f"methods/{job.label}/train")
+        metrics = job.stage_metrics("train")
         job.info.update({k: metrics.get(k) for k in ("kd_loss_before", "kd_loss_after", "student_steps",
                                                      "fallback_steps", "teacher_access", "matched_positions")
                          if metrics.get(k) is not None})

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Sequence
 
-SMALL_MODEL_PARAMETERS = 5_000_000
+# one owner of the thread rule for small models (one intra-op thread on CPU): the training engine
+from stillroom.training import small_model_threads  # noqa: F401
 
 
 def user_messages(prompt: str, system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -70,11 +71,13 @@ def fit_length(prompt: list[int], target: list[int], max_length: int, encoder_de
 
 
 def target_logits(model, tokenizer, prompts: Sequence[list[int]], targets: Sequence[list[int]], *,
-                  max_length: int = 512):
+                  max_length: int = 512, forward=None):
     """(logits (batch, time, vocab), mask (batch, time)): the model's logits predicting each target token.
-    Runs with whatever grad mode the caller set."""
+    Runs with whatever grad mode the caller set. ``forward``: the module to run (the training engine's
+    distributed wrapper of ``model``, so gradients are synchronised); default ``model``."""
     import torch
 
+    run = forward if forward is not None else model
     device = model_device(model)
     encoder_decoder = is_encoder_decoder(model)
     pairs = [fit_length(list(p), list(t), max_length, encoder_decoder) for p, t in zip(prompts, targets)]
@@ -96,8 +99,8 @@ def target_logits(model, tokenizer, prompts: Sequence[list[int]], targets: Seque
             attention[row, :len(prompt)] = 1
             shifted = [start, *target[:-1]]
             decoder[row, :len(shifted)] = torch.tensor(shifted, dtype=torch.long)
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                       decoder_input_ids=decoder.to(device)).logits
+        logits = run(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                     decoder_input_ids=decoder.to(device)).logits
         return logits, mask.to(device)
     # causal: prompt + target, right-padded; the logit at position p predicts token p + 1
     width = max(len(p) + len(t) for p, t in pairs)
@@ -111,7 +114,7 @@ def target_logits(model, tokenizer, prompts: Sequence[list[int]], targets: Seque
         first = max(len(prompt) - 1, 0)
         positions = torch.arange(first, first + time).clamp(max=width - 1)
         index[row] = positions
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+    logits = run(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     gathered = logits.gather(1, index.to(device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     if any(len(p) == 0 for p, _ in pairs):
         # no prompt token to predict the first target token from: that position cannot be scored
@@ -154,30 +157,3 @@ def noisy(model, dropout: float):
         for module, name, value in saved:
             setattr(module, name, value)
 
-
-class small_model_threads:
-    """One intra-op thread for a small model on CPU (more threads make tiny matrices much slower on a busy
-    machine), restored afterwards."""
-
-    def __init__(self, *models):
-        self.models = [m for m in models if m is not None]
-        self.previous: int | None = None
-
-    def __enter__(self):
-        import torch
-
-        if torch.get_num_threads() <= 1 or not self.models:
-            return self
-        parameters = [p for m in self.models for p in m.parameters()]
-        if parameters and all(p.device.type == "cpu" for p in parameters[:1]):
-            if sum(p.numel() for p in parameters) < SMALL_MODEL_PARAMETERS:
-                self.previous = torch.get_num_threads()
-                torch.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.previous is not None:
-            torch.set_num_threads(self.previous)
-        return False

@@ -1,11 +1,10 @@
-"""The joint_teaching training loop: per step, pick the batch's targets (a teacher pseudo-target of this
-epoch's turn, or ones the student samples now), read the teacher's distribution at every target position
-(full logits of a white-box teacher, or a sparse top-k mapped onto the student's vocabulary) and take one
-AdamW step on the word-level loss."""
+"""The joint_teaching objective, trained through the engine (``stillroom.training``): per step, pick the
+batch's targets (a teacher pseudo-target of this epoch's turn, or ones the student samples now), read the
+teacher's distribution at every target position (full logits of a white-box teacher, or a sparse top-k mapped
+onto the student's vocabulary) and return the word-level loss; the engine takes the optimizer step."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ from stillroom import UserError
 from stillroom.plugins.joint_teaching import schedule as sched
 from stillroom.plugins.joint_teaching.alignment import SparseTarget, Vocabulary, sparse_target
 from stillroom.plugins.joint_teaching.scoring import (encode_prompt, encode_target, fit_length, is_encoder_decoder,
-                                                       noisy, small_model_threads, target_logits)
+                                                       noisy, target_logits)
 from stillroom.plugins.joint_teaching.targets import student_targets
 
 # A sparse target usable by a dense loss: what each dense kind becomes when the teacher gives only a top-k.
@@ -52,6 +51,12 @@ class Distiller:
         self.sparse_memo: dict[tuple[int, int], SparseTarget] = {}
         self.matched = 0
         self.positions = 0
+        self.teacher_forward_tokens = 0
+        self.counting = False
+        # (example, pool index) -> the teacher's stored top-k over that (fitted) stored target, when the loss is a
+        # top-k one and the teacher's signal was captured (stillroom.signals): then the teacher does not run
+        self.stored: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.stored_batches = 0
         temperature = float(getattr(getattr(loss, "config", None), "temperature", 1.0) or 1.0)
         self.scale = temperature ** 2 if config.temperature_squared else 1.0
         if access == "logits":
@@ -72,6 +77,8 @@ class Distiller:
         teacher_prompts = [encode_prompt(teacher.tokenizer, p, is_encoder_decoder=encoder_decoder,
                                          system_prompt=None) for p in prompts]
         longest = max(len(p) for p in teacher_prompts) + max(len(t) for t in targets) + 1
+        if self.counting:
+            self.teacher_forward_tokens += sum(min(len(p) + len(t), longest) for p, t in zip(teacher_prompts, targets))
         with torch.no_grad(), noisy(teacher.model, self.config.teacher_dropout):
             logits, _ = target_logits(teacher.model, teacher.tokenizer, teacher_prompts, targets, max_length=longest)
         return logits
@@ -110,11 +117,57 @@ class Distiller:
             out.append(sparse)
         return out
 
+    def _stored_topk(self, batch: Batch, targets: list[list[int]], time_steps: int, device):
+        """``(indices, logprobs)`` (batch, time, k) of the stored targets in ``batch`` from the capture, or None
+        (a student pseudo-target, or no capture)."""
+        import numpy as np
+        import torch
+
+        if not self.stored or any(key is None or key not in self.stored for key in batch.keys):
+            return None
+        found = [self.stored[key] for key in batch.keys]
+        k = max(top_ids.shape[1] for top_ids, _ in found)
+        indices = np.full((len(found), time_steps, k), -1, dtype=np.int64)
+        values = np.full((len(found), time_steps, k), -np.inf, dtype=np.float32)
+        for row, ((top_ids, top_values), target) in enumerate(zip(found, targets)):
+            length = min(len(target), time_steps, top_ids.shape[0])
+            indices[row, :length, :top_ids.shape[1]] = top_ids[:length]
+            values[row, :length, :top_values.shape[1]] = top_values[:length]
+        return torch.from_numpy(indices).to(device), torch.from_numpy(values).to(device)
+
+    def _teacher_sparse_scored(self, prompts: list[list[int]], targets: list[list[int]]) -> list[SparseTarget]:
+        """The teacher's top-k at every position of student pseudo-targets, by prompt scoring
+        (``Teacher.score_targets``): each (prompt, target) is sent as the student's token ids, so the teacher
+        must share the student's tokenizer, and its top-k is already in the student's vocabulary."""
+        import math
+
+        if is_encoder_decoder(self.student.model):
+            raise UserError("scoring student pseudo-targets through the teacher's endpoint needs a causal student "
+                            "(prompt and target form one sequence)", self.where)
+        sequences = [list(p) + list(t) for p, t in zip(prompts, targets)]
+        scored = self.teacher.score_targets(sequences, self.config.top_logprobs)
+        if self.counting:
+            self.teacher_forward_tokens += sum(len(s) for s in sequences)
+        out = []
+        for prompt, target, (indices, values) in zip(prompts, targets, scored):
+            ids, logprobs, matched = [], [], []
+            for t, token in enumerate(target):
+                row = len(prompt) + t
+                pairs = [(int(i), float(v)) for i, v in zip(indices[row], values[row]) if i >= 0 and math.isfinite(v)]
+                ids.append([i for i, _ in pairs] or [int(token)])
+                logprobs.append([v for _, v in pairs] or [0.0])
+                matched.append(bool(pairs))
+            out.append(SparseTarget(ids, logprobs, matched))
+        return out
+
     # -- the loss ----------------------------------------------------------------------------------------
 
-    def __call__(self, batch: Batch, *, track: bool = True):
-        """The scaled loss of ``batch`` (with gradients into the student)."""
+    def __call__(self, batch: Batch, *, track: bool = True, forward=None):
+        """The scaled loss of ``batch`` (with gradients into the student, run through ``forward``: the
+        engine's wrapper of the student model; default the model itself)."""
         import torch
+
+        self.counting = track
 
         student = self.student
         pairs = [fit_length(p, t, self.config.max_length, is_encoder_decoder(student.model))
@@ -122,7 +175,7 @@ class Distiller:
         prompts = [p for p, _ in pairs]
         targets = [t if t else [student.tokenizer.eos_token_id] for _, t in pairs]
         logits, mask = target_logits(student.model, student.tokenizer, prompts, targets,
-                                     max_length=self.config.max_length)
+                                     max_length=self.config.max_length, forward=forward)
         batch_size, time_steps = mask.shape
         labels = torch.full((batch_size, time_steps), -100, dtype=torch.long, device=logits.device)
         for row, target in enumerate(targets):
@@ -132,6 +185,13 @@ class Distiller:
         if self.access == "none":
             return self.loss(logits, None, labels) * self.scale
         if self.access == "logits" and self.same_vocabulary:
+            stored = self._stored_topk(batch, targets, time_steps, logits.device)
+            if stored is not None:
+                if track:
+                    self.matched += int(mask.sum())
+                    self.positions += int(mask.sum())
+                    self.stored_batches += 1
+                return self.loss(logits, stored, labels) * self.scale
             teacher_logits = self._teacher_dense(batch.prompts, targets).to(logits.device)
             width = min(teacher_logits.shape[-1], logits.shape[-1])  # padded vocabularies (T5) may differ
             if track:
@@ -140,6 +200,8 @@ class Distiller:
             return self.loss(logits[..., :width], teacher_logits[..., :width].to(logits.dtype), labels) * self.scale
         if self.access == "logits":
             sparse = self._teacher_sparse_white_box(batch.prompts, batch.texts, batch.finished, targets)
+        elif all(entry is None for entry in batch.entries):  # student pseudo-targets: the API teacher scores them
+            sparse = self._teacher_sparse_scored(prompts, targets)
         else:
             sparse = self._teacher_sparse_api(batch)
         return self._sparse_loss(logits, labels, targets, sparse, track) * self.scale
@@ -191,9 +253,21 @@ def needs_sparse(distiller: Distiller) -> bool:
 
 
 def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pools: list[list[dict[str, Any]]],
-          access: str, loss, sparse_loss, seed: int, where: str) -> dict[str, Any]:
-    """Train ``student.model`` in place; returns the stage metrics (and ``losses``, one per step)."""
+          access: str, loss, sparse_loss, seed: int, where: str, folder=None, checkpoint_dir=None,
+          checkpoint_steps: int | None = None, report_to="none", description: str = "joint_teaching train"
+          ) -> dict[str, Any]:
+    """Train ``student.model`` in place through the training engine; returns the stage metrics (and
+    ``losses``, one per logged step).
+
+    The method's batch policy is its own (each epoch a fresh permutation, the (e mod K)-th pseudo-target in
+    epoch e, student steps on a schedule), so the engine gets the rows step after step (``ordered``): under
+    ``accelerate launch`` every process takes its share of each step's rows."""
+    import tempfile
+    from pathlib import Path
+
     import torch
+
+    from stillroom import training
 
     distiller = Distiller(student=student, teacher=teacher, config=config, access=access, loss=loss,
                           sparse_loss=sparse_loss, where=where)
@@ -227,7 +301,7 @@ def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pool
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), training.small_model_threads(model, getattr(teacher, "model", None)):
                 for begin in range(0, count, plan.batch_size):
                     picks = [(e, 0) for e in range(begin, min(count, begin + plan.batch_size))]
                     value = distiller(stored_batch(picks), track=False)
@@ -240,67 +314,106 @@ def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pool
     steps = plan.steps
     student_plan = sched.student_steps(steps, config.alpha, config.schedule, seed)
     batch_plan = sched.batches(len(records), steps, plan.batch_size, seed)
-    fallback = access == "top_logprobs" and config.alpha > 0  # validated by the method: 'teacher_targets' chosen
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=plan.learning_rate, weight_decay=config.weight_decay)
-    warmup = int(round(config.warmup_ratio * steps))
+    per_step = len(batch_plan[0]) if batch_plan else 0
+    rows = [(step, pick) for step, picks in enumerate(batch_plan) for pick in picks]
+    # validated by the method: an endpoint that cannot score chose 'teacher_targets'
+    fallback = access == "top_logprobs" and config.alpha > 0 and not teacher.endpoint.can_score
+    student_step_set: set[int] = set()
+    fallback_step_set: set[int] = set()
+    rotation: dict[int, set[int]] = {}
 
-    def scale(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (steps - step) / max(1, steps - warmup))
+    def step_loss(forward, inputs, consumption):
+        step, picks = inputs["step"], inputs["picks"]
+        if student_plan[step] and fallback:
+            fallback_step_set.add(step)
+        if student_plan[step] and not fallback:
+            student_step_set.add(step)
+            prompts = [str(records[p.example]["prompt"]) for p in picks]
+            generated = student_targets(student, prompts, config, seed=seed * 1_000_003 + step)
+            model.train()
+            targets = [encode_target(tokenizer, g["text"], finished=g["finished"]) for g in generated]
+            consumption.student_generated_tokens += sum(len(t) for t in targets)
+            batch = Batch(student_prompts=[prompt_ids[p.example] for p in picks], student_targets=targets,
+                          texts=[g["text"] for g in generated], finished=[g["finished"] for g in generated],
+                          entries=[None] * len(picks), keys=[None] * len(picks), prompts=prompts)
+        else:
+            chosen = [(p.example, sched.target_index(p.epoch, len(pools[p.example]))) for p in picks]
+            for (example, index), pick in zip(chosen, picks):
+                rotation.setdefault(pick.epoch, set()).add(index)
+            batch = stored_batch(chosen)
+        consumption.train_sequences += len(picks)
+        fitted = [fit_length(p, t, config.max_length, encoder_decoder)
+                  for p, t in zip(batch.student_prompts, batch.student_targets)]
+        consumption.train_tokens += sum(len(p) + len(t) for p, t in fitted)
+        before = distiller.teacher_forward_tokens
+        value = distiller(batch, forward=forward)
+        consumption.teacher_forward_tokens += distiller.teacher_forward_tokens - before
+        return value
 
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
-    losses: list[float] = []
-    student_step_count = fallback_steps = 0
-    rotation: dict[int, list[int]] = {}
-    with small_model_threads(model, getattr(teacher, "model", None)):
+    def collate(items):
+        return {"step": items[0][0], "picks": [pick for _, pick in items]}
+
+    with tempfile.TemporaryDirectory(prefix="stillroom-jt-") as scratch:
+        work = Path(folder) if folder is not None else Path(scratch)
+        # first: the loss measured before training reads the same stored signal as training and after
+        captured = capture_stored_targets(distiller, teacher, config, loss, pools, prompt_ids, stored_target)
         before = measure()
-        model.train()
-        for step, picks in enumerate(batch_plan):
-            if student_plan[step] and fallback:
-                fallback_steps += 1
-            if student_plan[step] and not fallback:
-                student_step_count += 1
-                prompts = [str(records[p.example]["prompt"]) for p in picks]
-                generated = student_targets(student, prompts, config, seed=seed * 1_000_003 + step)
-                model.train()
-                batch = Batch(student_prompts=[prompt_ids[p.example] for p in picks],
-                              student_targets=[encode_target(tokenizer, g["text"], finished=g["finished"])
-                                               for g in generated],
-                              texts=[g["text"] for g in generated], finished=[g["finished"] for g in generated],
-                              entries=[None] * len(picks), keys=[None] * len(picks), prompts=prompts)
-            else:
-                chosen = [(p.example, sched.target_index(p.epoch, len(pools[p.example]))) for p in picks]
-                for (example, index), pick in zip(chosen, picks):
-                    rotation.setdefault(pick.epoch, []).append(index)
-                batch = stored_batch(chosen)
-            value = distiller(batch)
-            if not torch.isfinite(value):
-                raise UserError(f"the loss became {float(value)} at step {step + 1}; lower the learning rate or "
-                                "check the loss options", where)
-            value.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(value.detach()))
-        model.eval()
+        args = training.training_arguments(
+            checkpoint_dir or Path(scratch) / "trainer", steps=steps, batch_size=per_step,
+            learning_rate=plan.learning_rate, seed=seed, model=model, warmup_ratio=config.warmup_ratio,
+            weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+            checkpoint_steps=checkpoint_steps if checkpoint_dir else None, report_to=report_to, location=where)
+        trainer = training.build_trainer(model, args=args, train_dataset=rows, collate=collate, loss=step_loss,
+                                         ordered=True)
+        if captured is not None:
+            trainer.consumption.teacher_forward_tokens += captured.teacher_forward_tokens
+        metrics = training.run_trainer(trainer, folder=work, checkpoint_dir=checkpoint_dir, seed=seed,
+                                       description=description, teacher_model=getattr(teacher, "model", None)
+                                       if access == "logits" else None)
+        losses = [float(row["loss"]) for row in training.read_log_history(work)]
         after = measure()
-    tail = losses[-10:]
     pool_sizes = [len(p) for p in pools]
+    tail = losses[-10:]
     return {
-        "loss": sum(tail) / len(tail) if tail else None, "first_loss": losses[0] if losses else None,
-        "kd_loss_before": before, "kd_loss_after": after, "steps": steps, "batch_size": plan.batch_size,
-        "learning_rate": plan.learning_rate, "examples": len(records),
+        **metrics,
+        "loss": sum(tail) / len(tail) if tail else None,
+        "kd_loss_before": before, "kd_loss_after": after, "steps": metrics["optimizer_steps"],
+        "batch_size": plan.batch_size, "learning_rate": plan.learning_rate, "examples": len(records),
         "epochs": (batch_plan[-1][-1].epoch + 1) if batch_plan and batch_plan[-1] else 0,
-        "student_steps": student_step_count, "fallback_steps": fallback_steps,
+        "student_steps": len(student_step_set), "fallback_steps": len(fallback_step_set),
         "teacher_access": access, "same_vocabulary": distiller.same_vocabulary if access == "logits" else None,
         "matched_positions": (distiller.matched / distiller.positions) if distiller.positions else None,
         "pool_size": (min(pool_sizes), max(pool_sizes)) if pool_sizes else None,
-        "rotation": {str(e): sorted(set(v)) for e, v in sorted(rotation.items())},
-        "seconds_training": round(time.perf_counter() - started, 3), "losses": losses,
+        "rotation": {str(e): sorted(v) for e, v in sorted(rotation.items())},
+        **({"signal_key": captured.key, "signal_capture_tokens": captured.teacher_forward_tokens,
+            "stored_signal_batches": distiller.stored_batches} if captured is not None else {}),
+        "losses": losses,
     }
+
+
+def capture_stored_targets(distiller: Distiller, teacher, config, loss, pools, prompt_ids, stored_target):
+    """With a top-k loss and a white-box teacher that shares the student's tokenizer (vocabulary and chat
+    template), the teacher's top-k over every stored target (teacher pseudo-targets and gold) is captured once
+    in the signal store (``stillroom.signals``) and read from there on every epoch, seed and run; returns the
+    capture, or None when that does not apply (then the teacher runs on each batch as before)."""
+    from stillroom.signals import teacher_signals, tokenizer_fingerprint
+
+    student = distiller.student
+    if not (distiller.access == "logits" and distiller.same_vocabulary and config.loss_kind.startswith("topk_")
+            and not config.teacher_dropout and not is_encoder_decoder(student.model)
+            and tokenizer_fingerprint(teacher.tokenizer) == tokenizer_fingerprint(student.tokenizer)):
+        return None
+    eos = student.tokenizer.eos_token_id
+    keys, sequences = [], []
+    for example, pool in enumerate(pools):
+        for index in range(len(pool)):
+            # fitted exactly as the Distiller fits a batch, so stored rows line up with its target positions
+            prompt, target = fit_length(prompt_ids[example], stored_target(example, index), config.max_length, False)
+            target = target or [eos]
+            keys.append((example, index))
+            sequences.append((list(prompt) + list(target), [False] * len(prompt) + [True] * len(target)))
+    k = loss.config.k or 20  # what the top-k losses take from full teacher logits when k is unset
+    captured, signals = teacher_signals(teacher, student.tokenizer, sequences, k,
+                                        describe={"method": "joint_teaching"})
+    distiller.stored = dict(zip(keys, signals))
+    return captured

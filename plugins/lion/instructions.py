@@ -6,9 +6,9 @@ with max_tokens = 4 x the seed's word count, and the original post-filters on th
 a distinct sampling seed, so repeated draws from one seed are distinct cache entries and a resumed run gets
 the same draws back from the call cache.
 
-An instruction generator for the lion method implements ``propose(asks)`` (one candidate per ask),
-``rejects(candidate, avoid)`` (its post-filters) and ``avoid_keys(records)``; ``arithmetic_variations``
-(module ``arithmetic``) is the offline one.
+An instruction generator for the lion method implements ``stillroom.InstructionWriter`` (``propose(asks)``, one
+candidate per ask; ``rejects(candidate, avoid)``, its post-filters; ``avoid_keys(records)``);
+``arithmetic_variations`` (module ``arithmetic``) is the offline one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import Field
 
-from stillroom import ComponentConfig, Dataset, Endpoint, EndpointRef, GenerationRequest, Generator, UserError
+from stillroom import (ComponentConfig, Dataset, Endpoint, EndpointRef, GenerationRequest, Generator,
+                       InstructionWriter, UserError)
 
 from .pools import lion_post_filter, normalise
 from .prompts import generator_prompts
@@ -29,7 +30,7 @@ def draw_seed(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-class LionLLMInstructions(Generator):
+class LionLLMInstructions(Generator, InstructionWriter):
     """Asks an endpoint for new instructions from hard or easy seed instructions (Lion's generator role)."""
 
     name = "lion_llm"
@@ -72,6 +73,9 @@ class LionLLMInstructions(Generator):
         if self._endpoint is None:
             self._endpoint = self.context.endpoint(self.config.endpoint, "generator[lion_llm].endpoint")
         return self._endpoint
+
+    def writer_endpoint(self) -> Endpoint:
+        return self.endpoint
 
     def request(self, seed_instruction: str, mode: str, key: str) -> GenerationRequest:
         cfg = self.config

@@ -28,8 +28,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from stillroom import (GenerationRequest, Judge, JudgeItem, Judgment, Method, MethodJob, Student, Subject,
-                       UserError, read_jsonl, write_json_atomic, write_jsonl_atomic)
+from stillroom import (GenerationRequest, InstructionWriter, Judge, JudgeItem, Judgment, Method, MethodJob, Student,
+                       Subject, UserError, read_jsonl, write_json_atomic, write_jsonl_atomic)
 
 from . import dynamics
 from .config import LionConfig
@@ -42,6 +42,8 @@ STAT_KEYS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "re
 LEADERBOARD_FIELDS = ("iteration", "train_pool", "cache_pool", "hard_fraction", "mean_d", "heldout", "generated",
                       "calls_teacher", "calls_referee", "calls_generator", "tokens", "cost")
 DEFAULTS = {"steps": 200, "batch_size": 16, "learning_rate": 1e-4}
+# The optimizer state an iteration's train stage keeps for the next iteration (one schedule across them).
+OPTIMIZER_STATE = "optimizer_state"
 
 
 def endpoint_of(component: Any):
@@ -107,13 +109,12 @@ class Lion(Method):
         return self._referee
 
     @property
-    def generator(self):
+    def generator(self) -> InstructionWriter:
         if self._generator is None:
             generator = self._build("generator", self.config.instruction_generator)
-            missing = [m for m in ("propose", "rejects", "avoid_keys") if not callable(getattr(generator, m, None))]
-            if missing:
-                raise UserError(f"generator kind {generator.name!r} cannot write instructions for lion (it lacks "
-                                f"{', '.join(missing)}); use 'lion_llm' or 'arithmetic_variations'",
+            if not isinstance(generator, InstructionWriter):
+                raise UserError(f"generator kind {generator.name!r} cannot write instructions for lion (it is not a "
+                                f"stillroom.InstructionWriter); use 'lion_llm' or 'arithmetic_variations'",
                                 "instruction_generator.kind")
             self._generator = generator
         return self._generator
@@ -125,13 +126,13 @@ class Lion(Method):
         return self._heldout
 
     def plan(self, job: MethodJob) -> Plan:
-        cfg, values = self.config, {}
-        for name in ("train_examples", "steps", "batch_size", "learning_rate"):
-            shared, own = getattr(job.budget, name), getattr(cfg, name)
-            if shared is not None and own is not None and shared != own:
-                raise UserError(f"{name}={own} conflicts with budget.{name}={shared}; the budget applies to every "
-                                f"method, so remove one of them", f"methods[{job.label}].{name}")
-            values[name] = shared if shared is not None else own if own is not None else DEFAULTS.get(name)
+        """The budget split over iterations (a conflict between the budget and an option is the core's check,
+        made once for every method)."""
+        from stillroom.training import budget_value
+
+        cfg = self.config
+        values = {name: budget_value(job, name, getattr(cfg, name), DEFAULTS.get(name))
+                  for name in ("train_examples", "steps", "batch_size", "learning_rate")}
         train = job.data.get("train") or []
         if not train:
             raise UserError("the data has no 'train' split, or it is empty", f"methods[{job.label}]")
@@ -164,7 +165,7 @@ class _State:
         self.answers: dict[str, str] = {}  # normalised instruction -> teacher answer
         self.reviews: dict[str, dict[str, Any]] = {}  # pair key -> {"forward": [..]|None, "backward": ...}
         self.test = job.data.get("test") or []
-        self.folder = job.run_dir.stage_path(f"methods/{job.label}")
+        self.folder = job.stage_path()
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -206,10 +207,17 @@ class _State:
     def pools(self, k: int) -> tuple[list[dict], list[dict]]:
         def produce(folder: Path):
             if k == 1:
-                initial = [pool_record(r, "data") for r in self.job.data["train"][:self.plan.pool_sizes[0]]]
+                # the budget's problems in the seed's order (the same ids every method trains on); Lion's
+                # budget counts teacher-answered instructions, so the rest of it is instructions it generates
+                from stillroom.training import train_records
+
+                problems = train_records(self.job, f"methods[{self.job.label}]")
+                if len(problems) < self.plan.pool_sizes[0]:
+                    problems = list(self.job.data["train"])
+                initial = [pool_record(r, "data") for r in problems[:self.plan.pool_sizes[0]]]
                 train, cache = update_pools([], initial)
             else:
-                previous = self.job.run_dir.stage_path(f"methods/{self.job.label}/iter{k - 1}")
+                previous = self.job.stage_path(f"iter{k - 1}")
                 cache_before = read_jsonl(previous / "pools" / "cache_pool.jsonl")
                 new = [pool_record(r, f"iter{k - 1}-{r.get('mode', 'new')}")
                        for r in read_jsonl(previous / "generation" / "records.jsonl")]
@@ -236,17 +244,31 @@ class _State:
         return rows
 
     def train(self, k: int, rows: list[dict]) -> None:
+        """Iteration k's imitation: fine-tune on the teacher's answers through the engine. All iterations share
+        one optimizer state and one learning-rate schedule spanning the budget's steps: iteration k continues
+        from the optimizer state iteration k-1 kept (a fresh AdamW per iteration would restart the warm-up and
+        decay, training with a larger learning rate than every other method)."""
+        from stillroom.training import ids_digest, stage_settings
+
         plan, job = self.plan, self.job
-        records = [{"prompt": r["prompt"], "target": r["teacher_answer"]} for r in rows if r["teacher_answer"].strip()]
+        records = [{"id": r.get("id"), "prompt": r["prompt"], "target": r["teacher_answer"]}
+                   for r in rows if r["teacher_answer"].strip()]
+        stage = stage_settings(job, f"iter{k}/train")
+        previous = job.stage_path(f"iter{k - 1}/train") / OPTIMIZER_STATE
+        last = k == plan.iterations
 
         def fit(student: Student, folder: Path):
             if not records:
-                return {"records": 0, "steps": 0, "skipped": "no teacher answers to train on"}
+                return {"records": 0, "steps": 0, "optimizer_steps": 0, "skipped": "no teacher answers to train on"}
             result = student.fit(records, steps=plan.steps[k - 1], batch_size=plan.batch_size,
-                                 learning_rate=plan.learning_rate, seed=job.seed + k - 1,
-                                 max_length=self.cfg.max_length)
+                                 learning_rate=plan.learning_rate, seed=stage.seed, max_length=self.cfg.max_length,
+                                 folder=folder, checkpoint_dir=stage.checkpoint_dir,
+                                 checkpoint_steps=stage.checkpoint_steps, report_to=stage.report_to,
+                                 description=f"{job.label} iter{k} train", total_steps=sum(plan.steps),
+                                 continue_from=previous if k > 1 and previous.is_dir() else None,
+                                 keep_state=None if last else folder / OPTIMIZER_STATE)
             summary = {key: value for key, value in result.items() if key != "losses"}
-            return {**summary, "records": len(records), "planned_steps": plan.steps[k - 1],
+            return {**summary, **ids_digest(records), "records": len(records), "planned_steps": plan.steps[k - 1],
                     "batch_size": plan.batch_size, "learning_rate": plan.learning_rate}
 
         job.student = job.model_stage(f"iter{k}/train", fit)
@@ -373,7 +395,7 @@ class _State:
             novelty = NoveltyFilter(cfg.rouge_threshold)
             novelty.add(r["prompt"] for r in cache_pool)
             avoid = generator.avoid_keys(self.test)
-            meter = Meter(endpoint_of(generator))
+            meter = Meter(generator.writer_endpoint())
             accepted, rejected, attempts = [], [], {"hard": 0, "easy": 0}
             reasons: dict[str, int] = {}
             for mode, seeds in (("hard", hard), ("easy", easy)):
@@ -432,7 +454,7 @@ class _State:
             self.generation(k, reviewed, cache_pool)
 
     def _metrics(self, k: int, stage: str) -> dict[str, Any]:
-        return self.job.run_dir.stage_metrics(f"methods/{self.job.label}/iter{k}/{stage}")
+        return self.job.stage_metrics(f"iter{k}/{stage}")
 
     def table(self) -> list[dict[str, Any]]:
         rows = []

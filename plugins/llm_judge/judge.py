@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from stillroom import (ComponentConfig, Endpoint, EndpointRef, GenerationRequest, Judge, JudgeItem, Judgment,
-                       UserError)
+                       RewardScorer, UserError)
 
 from .calibration import OrderedReview, combine_pair_reviews, combine_verdicts, mean_rating, swap_verdict
 from .parsing import SCORE_LOCATIONS, pair_failed, parse_pair_scores, parse_rating, parse_verdict
@@ -44,7 +44,7 @@ class _Call:
         return GenerationRequest(messages=messages, temperature=self.temperature, max_tokens=max_tokens, n=n)
 
 
-class LLMJudge(Judge):
+class LLMJudge(Judge, RewardScorer):
     """Asks a language model to score or compare answers (pair scores, single ratings or pairwise verdicts)."""
 
     name = "llm"
@@ -207,6 +207,24 @@ class LLMJudge(Judge):
         for call in calls:
             by_item.setdefault(call.item, []).append(call)
         return [self._combine(items[i], by_item.get(i, [])) for i in range(len(items))]
+
+    # --- as a reward -----------------------------------------------------------------------------------------
+
+    def reward(self, prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
+        """The single-answer grade (1-10, MT-bench single grading; with a reference the reference-guided prompt)
+        of each completion; an unparseable judgment gets 0.0, below every grade. Every judge call goes through
+        the endpoint's call cache, so the same completions are never paid twice."""
+        if self.config.protocol != "single":
+            raise UserError(f"as a reward the llm judge grades one answer at a time: set protocol = 'single' "
+                            f"(got {self.config.protocol!r})", "judge[llm].protocol")
+        if not len(prompts) == len(completions) == len(references):
+            raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions, {len(references)} references")
+        items = [JudgeItem(question=prompt, answers=[completion], reference=reference)
+                 for prompt, completion, reference in zip(prompts, completions, references)]
+        return [0.0 if judgment.failed else float(judgment.scores[0]) for judgment in self.judge(items)]
+
+    def reward_endpoint(self) -> Endpoint | None:
+        return self.endpoint
 
     def _combine(self, item: JudgeItem, calls: list[_Call]) -> Judgment:
         protocol = self.config.protocol

@@ -43,36 +43,36 @@ class Plan:
 
 
 def resolve_budget(job: MethodJob, options: TrainingOptions) -> Plan:
-    """The spec's budget, else the entry's own option, else the default. An entry that sets a value the
-    budget also sets, differently, is an error: the budget is what keeps the comparison fair."""
-    values = {}
-    for name, default in DEFAULTS.items():
-        shared, own = getattr(job.budget, name), getattr(options, name)
-        if shared is not None and own is not None and shared != own:
-            raise UserError(f"{name}={own} conflicts with budget.{name}={shared}; the budget applies to every "
-                            f"method, so remove one of them", f"methods[{job.label}].{name}")
-        values[name] = shared if shared is not None else own if own is not None else default
-    return Plan(**values)
+    """The spec's budget, else the entry's own option, else the default (a conflict between the budget and
+    an option is reported by the core, once for every method)."""
+    from stillroom.training import budget_value
+
+    return Plan(**{name: budget_value(job, name, getattr(options, name), default)
+                   for name, default in DEFAULTS.items()})
 
 
 def training_records(job: MethodJob, plan: Plan) -> list[dict[str, Any]]:
-    """The first ``plan.train_examples`` records of the train split (every method takes the same ones)."""
-    rows = job.data.get("train") or []
-    if not rows:
-        raise UserError("the data has no 'train' split, or it is empty", f"methods[{job.label}]")
-    return rows[:plan.train_examples] if plan.train_examples else rows
+    """The budget's training problems (every method takes the same ones, in the same order)."""
+    from stillroom.training import train_records
+
+    records = train_records(job, f"methods[{job.label}]")
+    return records[:plan.train_examples] if plan.train_examples else records
 
 
 def fit(job: MethodJob, options: TrainingOptions, plan: Plan, records: list[dict[str, Any]]) -> Student:
-    """Fine-tune ``job.student`` on ``records`` as the resumable stage ``train``."""
+    """Fine-tune ``job.student`` on ``records`` as the resumable stage ``train`` (through the engine)."""
+    from stillroom.training import ids_digest, stage_settings
+
+    settings = stage_settings(job, "train")
+
     def train(student: Student, folder) -> dict[str, Any]:
-        # the optional schedule options go only to students that are asked for them (the contract's fit
-        # takes steps, batch_size, learning_rate, seed and max_length)
-        extra = {k: getattr(options, k) for k in ("warmup_ratio", "weight_decay") if getattr(options, k)}
         result = student.fit(records, steps=plan.steps, batch_size=plan.batch_size,
-                             learning_rate=plan.learning_rate, seed=job.seed, max_length=options.max_length, **extra)
+                             learning_rate=plan.learning_rate, seed=settings.seed, max_length=options.max_length,
+                             warmup_ratio=options.warmup_ratio, weight_decay=options.weight_decay, folder=folder,
+                             checkpoint_dir=settings.checkpoint_dir, checkpoint_steps=settings.checkpoint_steps,
+                             report_to=settings.report_to, description=f"{job.label} train")
         summary = {k: v for k, v in result.items() if k != "losses"}
-        return {**summary, "records": len(records), "batch_size": plan.batch_size,
+        return {**summary, **ids_digest(records), "records": len(records), "batch_size": plan.batch_size,
                 "learning_rate": plan.learning_rate}
 
     return job.model_stage("train", train)
@@ -83,6 +83,7 @@ class SFT(Method):
 
     name = "sft"
     uses_teacher = False
+    baseline = True
 
     class Config(TrainingOptions):
         pass
@@ -97,6 +98,7 @@ class SeqKD(Method):
     those answers instead of the gold targets."""
 
     name = "seqkd"
+    baseline = True
 
     class Config(TrainingOptions):
         max_new_tokens: int = Field(256, ge=1, description="longest teacher answer")

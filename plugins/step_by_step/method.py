@@ -10,7 +10,6 @@ extractor. The trained student answers plain prompts: it adds the label prefix i
 from __future__ import annotations
 
 import json
-import random
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -131,10 +130,12 @@ class StepByStepConfig(MethodConfig):
                                       description="prompts for rationale extraction when rationales = 'teacher'")
     require_correct: bool = Field(False, description="with rationales = 'teacher': keep only answers whose "
                                                      "label matches the gold label")
-    steps: int = Field(300, ge=1, description="optimizer steps when the spec's budget sets none")
-    batch_size: int = Field(16, ge=1, description="problems per step (each seen by both tasks) when the "
-                                                  "budget sets none")
-    learning_rate: float = Field(5e-4, gt=0, description="peak learning rate when the budget sets none")
+    steps: int | None = Field(None, ge=1, description="optimizer steps when the spec's budget sets none "
+                                                      "(default 300)")
+    batch_size: int | None = Field(None, ge=1, description="problems per step (each seen by both tasks) when the "
+                                                           "budget sets none (default 16)")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate when the budget sets none "
+                                                                "(default 5e-4)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps before the linear decay")
     max_length: int = Field(512, ge=8, description="most tokens of one input plus target")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0: none)")
@@ -167,31 +168,31 @@ class StepByStep(Method):
     def needs_teacher_outputs(self) -> bool:
         return self.config.mode == "multitask" or self.config.labels == "teacher"
 
-    def settings(self, job: MethodJob) -> TrainingSettings:
-        cfg, budget = self.config, job.budget
+    def settings(self, job: MethodJob, seed: int) -> TrainingSettings:
+        from stillroom.training import budget_value
+
+        cfg = self.config
         return TrainingSettings(
-            multitask=cfg.mode == "multitask", steps=budget.steps or cfg.steps,
-            batch_size=budget.batch_size or cfg.batch_size, learning_rate=budget.learning_rate or cfg.learning_rate,
-            seed=job.seed, weighting=cfg.weighting, rationale_weight=cfg.rationale_weight, alpha=cfg.alpha,
+            multitask=cfg.mode == "multitask", steps=budget_value(job, "steps", cfg.steps, 300),
+            batch_size=budget_value(job, "batch_size", cfg.batch_size, 16),
+            learning_rate=budget_value(job, "learning_rate", cfg.learning_rate, 5e-4),
+            seed=seed, weighting=cfg.weighting, rationale_weight=cfg.rationale_weight, alpha=cfg.alpha,
             label_prefix=cfg.label_prefix if cfg.mode == "multitask" else "", rationale_prefix=cfg.rationale_prefix,
             prompt_format=cfg.prompt_format, max_length=cfg.max_length, warmup_steps=cfg.warmup_steps,
             max_grad_norm=cfg.max_grad_norm)
 
     def select(self, job: MethodJob) -> list[dict[str, Any]]:
-        """The training problems: a seeded shuffle of the train split, limited to the budget. With data
-        rationales, problems lacking what this entry trains on are skipped before the limit is applied, so
-        every entry trains on the same number of problems."""
-        records = list(job.data.get("train") or [])
-        if not records:
-            raise UserError("the data has no 'train' split (or it is empty)", f"methods[{job.label}]")
-        random.Random(job.seed).shuffle(records)
+        """The training problems: the budget's (``job.train_records()``: the same ids, in the same order, as
+        every other method). With data rationales, problems lacking what this entry trains on are dropped."""
+        from stillroom.training import train_records
+
+        records = train_records(job, f"methods[{job.label}]")
         if self.config.rationales == "data":
             records = [r for r in records if self._usable(r)]
             if not records:
                 raise UserError(f"no training record has the fields this entry needs ({', '.join(self._fields())})",
                                 f"methods[{job.label}]")
-        limit = job.budget.train_examples
-        return records[:limit] if limit else records
+        return records
 
     def _fields(self) -> list[str]:
         fields = ["prompt", "answer" if self.config.labels == "gold" else "teacher_label"]
@@ -235,17 +236,21 @@ class StepByStep(Method):
                 return {"records": len(kept), **stats}
 
             records = read_jsonl(job.stage("rationales", annotate) / "records.jsonl")
+        from stillroom.training import ids_digest, stage_settings
+
         examples = self.examples(job, records)
-        settings = self.settings(job)
+        stage = stage_settings(job, "train")
+        settings = self.settings(job, stage.seed)
         inner = job.student
 
         def produce(folder: Path) -> dict:
-            log_rows: list[dict] = []
             with cpu_threads(self.config.cpu_threads):
                 metrics = train_step_by_step(inner.model, inner.tokenizer, examples, settings,
                                              is_encoder_decoder=bool(getattr(inner, "is_encoder_decoder", False)),
-                                             log=log_rows.append)
-            write_jsonl_atomic(folder / "train_log.jsonl", log_rows)
+                                             folder=folder, checkpoint_dir=stage.checkpoint_dir,
+                                             checkpoint_steps=stage.checkpoint_steps, report_to=stage.report_to,
+                                             description=f"{job.label} train")
+            metrics.update(ids_digest(examples))
             write_jsonl_atomic(folder / "examples.jsonl", examples)
             PrefixedStudent(inner, settings.label_prefix, settings.prompt_format).save(folder / "model")
             return {**metrics, "mode": self.config.mode, "labels": self.config.labels,

@@ -40,7 +40,8 @@ class PromptOptions(ComponentConfig):
 
     task: Task = Field("generic", description="which default exemplars to use and how labels are compared "
                                               "(svamp: equations by value; others: normalised text)")
-    exemplars: list[Exemplar] | None = Field(None, description="inline few-shot exemplars; overrides the defaults")
+    exemplars: list[Exemplar] | None = Field(None, description="inline few-shot exemplars; overrides the defaults "
+                                                           "([]: zero-shot, the problem alone)")
     exemplars_file: str | None = Field(None, description="a JSON list or JSON Lines file of exemplars "
                                                          "{input, rationale, label}; overrides the defaults")
     exemplar_template: str = Field("Q: {input}\nA: {rationale} {marker} {label}.",
@@ -71,8 +72,9 @@ class ParsedAnswer:
 
 
 def load_exemplars(options: PromptOptions) -> list[Exemplar]:
-    """The exemplars the options select: inline, then a file, then our defaults for the task."""
-    if options.exemplars:
+    """The exemplars the options select: inline (an empty list: zero-shot, for a teacher that answers step by
+    step on its own), then a file, then our defaults for the task."""
+    if options.exemplars is not None:
         return list(options.exemplars)
     if options.exemplars_file:
         return read_exemplars_file(Path(options.exemplars_file))

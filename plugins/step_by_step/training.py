@@ -1,5 +1,5 @@
-"""The multi-task training loop of distilling step-by-step: each step takes one batch of problems, feeds it
-twice (``predict: `` -> label, ``explain: `` -> rationale) and optimises ``L_label + lambda * L_rationale``
+"""The multi-task objective of distilling step-by-step, trained through the engine (``stillroom.training``):
+each step takes one batch of problems, feeds it twice (``predict: `` -> label, ``explain: `` -> rationale) and optimises ``L_label + lambda * L_rationale``
 (the paper) or ``alpha * L_label + (1 - alpha) * L_rationale`` (the reference code).
 
 Each of the two losses is the token-level mean cross-entropy over its batch's target tokens, as the
@@ -11,7 +11,6 @@ generates, so training and generation agree.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -104,7 +103,6 @@ class TrainingSettings:
     max_length: int = 512
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    log_every: int = 10
 
 
 def encode_pairs(tokenizer, examples: list[dict[str, str]], settings: TrainingSettings, *, is_encoder_decoder: bool):
@@ -118,70 +116,59 @@ def encode_pairs(tokenizer, examples: list[dict[str, str]], settings: TrainingSe
 
 
 def train_step_by_step(model, tokenizer, examples: list[dict[str, str]], settings: TrainingSettings, *,
-                       is_encoder_decoder: bool, log=None) -> dict[str, Any]:
-    """Train ``model`` in place; returns final and mean losses. ``log(row)`` receives a row every
-    ``log_every`` steps."""
-    import torch
+                       is_encoder_decoder: bool, log=None, folder=None, checkpoint_dir=None,
+                       checkpoint_steps: int | None = None, report_to="none",
+                       description: str = "step_by_step train") -> dict[str, Any]:
+    """Train ``model`` in place through the training engine: each step's batch of problems is fed twice
+    (label and, multi-task, rationale) and the two task losses are combined. ``log(row)`` receives each logged
+    row afterwards. Returns the engine's metrics plus final and mean task losses."""
+    import tempfile
+    from pathlib import Path
+
+    from stillroom import training
 
     if not examples:
         raise ValueError("no training examples")
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     labels, rationales = encode_pairs(tokenizer, examples, settings, is_encoder_decoder=is_encoder_decoder)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.0)
+    collate_options = dict(pad_id=pad_id, is_encoder_decoder=is_encoder_decoder, device="cpu")
 
-    def schedule(step: int) -> float:  # linear warmup, then linear decay to zero (the Trainer default)
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        rest = max(1, settings.steps - settings.warmup_steps)
-        return max(0.0, 1.0 - (step - settings.warmup_steps) / rest)
+    def batch_of(indices: list[int]) -> dict[str, Any]:
+        # both sequences of every problem are in the batch, so train_sequences counts two per problem
+        batch = {"label": collate([labels[i] for i in indices], **collate_options)}
+        if rationales is not None:
+            batch["rationale"] = collate([rationales[i] for i in indices], **collate_options)
+        return batch
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    torch.manual_seed(settings.seed)
-    order_rng = random.Random(settings.seed)
-    order: list[int] = []
-    collate_options = dict(pad_id=pad_id, is_encoder_decoder=is_encoder_decoder, device=device)
-    totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
-    last: dict[str, float] = {}
-    model.train()
-    try:
-        for step in range(settings.steps):
-            batch_ids = []
-            while len(batch_ids) < min(settings.batch_size, len(examples)):
-                if not order:  # a fresh shuffle per epoch, so every example is seen before any repeats
-                    order = list(range(len(examples)))
-                    order_rng.shuffle(order)
-                batch_ids.append(order.pop())
-            label_loss = sequence_loss(model, collate([labels[i] for i in batch_ids], **collate_options),
-                                       is_encoder_decoder=is_encoder_decoder)
-            if rationales is not None:
-                rationale_loss = sequence_loss(model, collate([rationales[i] for i in batch_ids], **collate_options),
-                                               is_encoder_decoder=is_encoder_decoder)
-                loss = combine_losses(label_loss, rationale_loss, weighting=settings.weighting,
-                                      rationale_weight=settings.rationale_weight, alpha=settings.alpha)
-            else:
-                rationale_loss, loss = None, label_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            last = {"loss": loss.item(), "label_loss": label_loss.item()}
-            if rationale_loss is not None:
-                last["rationale_loss"] = rationale_loss.item()
-            for key, value in last.items():
-                totals[key] += value
-            if log is not None and (step % settings.log_every == 0 or step == settings.steps - 1):
-                log({"step": step + 1, "lr": scheduler.get_last_lr()[0], **last})
-    finally:
-        model.eval()
-    steps = max(1, settings.steps)
-    result = {"steps": settings.steps, "examples": len(examples), "final_loss": last.get("loss"),
-              "final_label_loss": last.get("label_loss"), "mean_loss": totals["loss"] / steps,
-              "mean_label_loss": totals["label_loss"] / steps}
-    if rationales is not None:
-        result.update(final_rationale_loss=last.get("rationale_loss"),
-                      mean_rationale_loss=totals["rationale_loss"] / steps)
+    def loss(model, inputs, consumption):
+        label_loss = sequence_loss(model, inputs["label"], is_encoder_decoder=is_encoder_decoder)
+        if "rationale" not in inputs:
+            return label_loss, {"label_loss": float(label_loss.detach())}
+        rationale_loss = sequence_loss(model, inputs["rationale"], is_encoder_decoder=is_encoder_decoder)
+        total = combine_losses(label_loss, rationale_loss, weighting=settings.weighting,
+                               rationale_weight=settings.rationale_weight, alpha=settings.alpha)
+        return total, {"label_loss": float(label_loss.detach()), "rationale_loss": float(rationale_loss.detach())}
+
+    with tempfile.TemporaryDirectory(prefix="stillroom-sbs-") as scratch:
+        work = Path(folder) if folder is not None else Path(scratch)
+        args = training.training_arguments(
+            checkpoint_dir or Path(scratch) / "trainer", steps=settings.steps, batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate, seed=settings.seed, model=model,
+            warmup_ratio=settings.warmup_steps / settings.steps if settings.warmup_steps else 0.0,
+            max_grad_norm=settings.max_grad_norm, checkpoint_steps=checkpoint_steps if checkpoint_dir else None,
+            report_to=report_to, location="step_by_step")
+        trainer = training.build_trainer(model, args=args, train_dataset=list(range(len(examples))),
+                                         collate=batch_of, loss=loss)
+        metrics = training.run_trainer(trainer, folder=work, checkpoint_dir=checkpoint_dir, seed=settings.seed,
+                                       description=description)
+        rows = training.read_log_history(work)
+    if log is not None:
+        for row in rows:
+            log(row)
+    result = {**metrics, "steps": metrics["optimizer_steps"], "examples": len(examples)}
+    for name in ("loss", "label_loss", "rationale_loss"):
+        values = [float(row[name]) for row in rows if name in row]
+        if values:
+            result[f"final_{name}"] = values[-1]
+            result[f"mean_{name}"] = sum(values) / len(values)
     return result

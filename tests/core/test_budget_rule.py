@@ -68,7 +68,7 @@ def test_cli_reports_a_conflict_in_one_line_and_exit_2(tmp_path, stillroom_env):
     spec.write_text(QUICKSTART.read_text().replace('kind = "seqkd"\n', 'kind = "seqkd"\nsteps = 7\n'))
     result = CliRunner().invoke(app, ["spec", "validate", str(spec)])
     assert isinstance(result.exception, SpecError)
-    assert result.exception.lines == ["methods[seqkd].steps: steps = 7 conflicts with budget.steps = 1500; the budget "
+    assert result.exception.lines == ["methods[seqkd].steps: steps = 7 conflicts with budget.steps = 1000; the budget "
                                       "applies to every method, so remove one of them"]
 
 

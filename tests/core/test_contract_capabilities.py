@@ -69,7 +69,6 @@ KNOWN_PROBES = Counter({
     ("plugins/joint_teaching/method.py", "teacher", "tokenizer"): 1,
     ("plugins/joint_teaching/training.py", "teacher", "model"): 2,
     ("plugins/joint_teaching/training.py", 'getattr(loss, "config", None)', "temperature"): 1,  # a loss's temperature
-    ("plugins/logit_kd/method.py", "teacher", "endpoint"): 1,
     ("plugins/lion/method.py", "component", "endpoint"): 1,  # the endpoint a teacher/student/referee talks through
     ("plugins/lion/method.py", "referee", "calibration"): 1,
     ("plugins/lion/prompts.py", "context", "data_root"): 2,  # Context is passed as None by some callers

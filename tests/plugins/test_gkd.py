@@ -82,6 +82,9 @@ def test_lmbda_one_generates_every_step_and_zero_never(models, tmp_path):
         assert (metrics["student_generations"], metrics["teacher_generations"]) == (by_student, by_teacher)
         assert metrics["lmbda"] == lmbda and metrics["beta"] == 0.5 and metrics["temperature"] == 0.9
         assert metrics["seq_kd"] == seq_kd and metrics["max_new_tokens"] == 6
+        # the teacher runs over every trained sequence; generated tokens go to whoever generated them
+        assert metrics["teacher_forward_tokens"] >= metrics["train_tokens"] > 0
+        assert (metrics["student_generated_tokens"] > 0) == (by_student > 0)
 
 
 def test_gkd_lowers_held_out_divergence_and_resumes(models, tmp_path):
@@ -158,6 +161,8 @@ def test_on_policy_distillation_runs(models, tmp_path):
     metrics = RunDirectory(tmp_path / "run").stage_metrics("methods/on_policy/train")
     assert metrics["trainer"] == "trl.DistillationTrainer" and metrics["steps"] == 2
     assert metrics["beta"] == 1.0 and metrics["train_loss"] > 0
+    assert metrics["optimizer_steps"] == 2 and metrics["train_sequences"] >= 8
+    assert metrics["teacher_forward_tokens"] == metrics["train_tokens"] > metrics["student_generated_tokens"] > 0
     changed = any(not torch.equal(a, b) for a, b in zip(trained.model.parameters(), student.model.parameters()))
     assert changed
 

@@ -1,0 +1,615 @@
+"""The one training engine: every method's student trains through a ``transformers.Trainer`` built here.
+
+A method contributes a loss, a data policy and its stages; it never owns an optimizer loop. This module owns
+what must be the same for every method so a comparison is fair: the optimizer (AdamW), the schedule (linear
+warm-up, linear decay), clipping, precision (bf16 only on a CUDA GPU that supports it), gradient
+accumulation, seeds, distribution (the Trainer splits each batch over ``accelerate launch`` processes),
+trackers (``report_to``), mid-stage checkpoints and resume, training progress, and the measured consumption
+every training stage reports (``optimizer_steps``, ``train_sequences``, ``train_tokens``,
+``teacher_forward_tokens``, ``student_generated_tokens``, ``flops_estimate``, ``wall_seconds``).
+
+It must not know any method: methods hand it a dataset, a collate function and, when they need one, a loss.
+torch and transformers are imported inside the functions that use them, so importing stillroom stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stillroom.errors import UserError
+from stillroom.seeding import derive_seed, seed_everything
+
+MARKER = "stillroom_consumption.json"
+"""Written into a checkpoint-N folder after the Trainer has finished writing it: only folders holding it are
+resumed from (the Trainer writes a checkpoint file by file, so a kill can leave a partial one)."""
+
+LOG_FILE = "log_history.jsonl"
+MAX_LOG_LINES = 500
+SMALL_MODEL_PARAMETERS = 5_000_000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Policy
+
+
+def world_size() -> int:
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def model_device(model) -> str:
+    try:
+        return next(model.parameters()).device.type
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+def parameter_count(model) -> int:
+    return 0 if model is None else sum(p.numel() for p in model.parameters())
+
+
+def training_arguments(output_dir, *, steps: int, batch_size: int, learning_rate: float, seed: int, model=None,
+                       config_class=None, gradient_accumulation_steps: int = 1, warmup_ratio: float = 0.0,
+                       weight_decay: float = 0.0, max_grad_norm: float = 1.0, checkpoint_steps: int | None = None,
+                       report_to: str | list[str] = "none", location: str = "training", **extra: Any):
+    """The TrainingArguments (or ``config_class``, e.g. TRL's ``GKDConfig``) every method trains with.
+
+    ``batch_size`` is the global batch of one optimizer step: it is split over gradient accumulation and the
+    processes of an ``accelerate launch``, so every rank sees its share of each batch. ``extra`` holds a
+    config class's own fields (GKD's ``lmbda``...) and may not override the policy's."""
+    import torch
+    from transformers import TrainingArguments
+
+    if steps < 1 or batch_size < 1 or learning_rate <= 0:
+        raise UserError(f"training needs steps >= 1, batch_size >= 1 and learning_rate > 0 (got {steps}, "
+                        f"{batch_size}, {learning_rate})", location)
+    split = gradient_accumulation_steps * world_size()
+    if batch_size % split:
+        raise UserError(f"batch_size {batch_size} must be a multiple of gradient_accumulation_steps x processes "
+                        f"({gradient_accumulation_steps} x {world_size()})", location)
+    device = model_device(model) if model is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    on_cuda = device == "cuda" and torch.cuda.is_available()
+    policy = dict(
+        output_dir=str(output_dir),
+        max_steps=int(steps),
+        per_device_train_batch_size=batch_size // split,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=float(learning_rate),
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        # transformers 5: a float below 1 is a share of the steps (rounded up)
+        warmup_steps=float(warmup_ratio),
+        weight_decay=float(weight_decay),
+        max_grad_norm=float(max_grad_norm),
+        bf16=bool(on_cuda and torch.cuda.is_bf16_supported()),
+        fp16=False,
+        use_cpu=device == "cpu",
+        activation_checkpointing=False,  # TRL configs default to it: on CPU it crawls
+        seed=int(seed),
+        data_seed=int(seed),
+        report_to=report_to,
+        logging_strategy="steps",
+        logging_steps=max(1, math.ceil(steps / MAX_LOG_LINES)),
+        save_strategy="steps" if checkpoint_steps else "no",
+        save_steps=int(checkpoint_steps or steps),
+        save_total_limit=2,  # the newest complete checkpoint survives a kill while the next one is written
+        eval_strategy="no",
+        disable_tqdm=True,  # the engine draws its own progress (a bar on a terminal, lines otherwise)
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    clash = sorted(set(extra) & set(policy))
+    if clash:
+        raise ValueError(f"training_arguments: {clash} are set by the engine's policy")
+    return (config_class or TrainingArguments)(**policy, **extra)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Consumption
+
+
+@dataclass
+class Consumption:
+    """What a training stage consumed; losses and trainers add to it as they go."""
+
+    train_sequences: int = 0
+    train_tokens: int = 0
+    teacher_forward_tokens: int = 0
+    student_generated_tokens: int = 0
+
+    def add(self, other: dict[str, Any]) -> None:
+        for name in asdict(self):
+            setattr(self, name, getattr(self, name) + int(other.get(name, 0) or 0))
+
+
+def count_inputs(inputs) -> tuple[int, int]:
+    """(sequences, non-pad tokens) of a batch: every dict holding ``input_ids`` counts, nested ones too (a
+    batch may carry several sub-batches, e.g. step_by_step's label and rationale sequences)."""
+    rows = tokens = 0
+    if isinstance(inputs, dict):
+        ids = inputs.get("input_ids")
+        if ids is not None and hasattr(ids, "shape"):
+            mask = inputs.get("attention_mask")
+            rows += int(ids.shape[0])
+            tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+        elif hasattr(inputs.get("prompt_ids"), "shape") and hasattr(inputs.get("completion_mask"), "sum"):
+            # TRL's on-policy trainers keep prompts and sampled completions apart
+            rows += int(inputs["prompt_ids"].shape[0])
+            tokens += int(inputs["prompt_mask"].sum()) + int(inputs["completion_mask"].sum())
+        for value in inputs.values():
+            if isinstance(value, dict):
+                more = count_inputs(value)
+                rows, tokens = rows + more[0], tokens + more[1]
+    return rows, tokens
+
+
+def _summed(values: list[int], device=None) -> list[int]:
+    """``values`` summed over the processes of a distributed run (as they are otherwise)."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device or "cpu")
+    torch.distributed.all_reduce(tensor)
+    return [int(v) for v in tensor.tolist()]
+
+
+def flops_estimate(*, student_parameters: int, teacher_parameters: int, consumption: Consumption) -> int:
+    """6·N_student per trained token (forward + backward) + 2·N per token of every forward-only pass."""
+    return int(6 * student_parameters * consumption.train_tokens
+               + 2 * teacher_parameters * consumption.teacher_forward_tokens
+               + 2 * student_parameters * consumption.student_generated_tokens)
+
+
+class ConsumptionMixin:
+    """Mixed in before a Trainer class (``class T(ConsumptionMixin, GKDTrainer)``): counts the sequences and
+    tokens every training batch feeds the student. Losses and trainers add teacher and generated tokens to
+    ``self.consumption`` themselves; extras a loss reports are averaged into the logged rows."""
+
+    def __init__(self, *args, **kwargs):
+        self.consumption = Consumption()
+        self._log_extras: dict[str, list[float]] = {}
+        super().__init__(*args, **kwargs)
+
+    def count_batch(self, inputs) -> None:
+        if self.model.training:
+            rows, tokens = count_inputs(inputs)
+            self.consumption.train_sequences += rows
+            self.consumption.train_tokens += tokens
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.count_batch(inputs)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # a checkpoint of a model with tied input/output embeddings stores the shared matrix once: the output
+        # side is "missing" by design, not a fault worth a warning on every resume
+        model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+        config = getattr(model, "config", None)
+        tied = getattr(config, "tie_word_embeddings", False)
+        if tied and load_result.missing_keys and all(k.endswith("lm_head.weight") for k in load_result.missing_keys) \
+                and not load_result.unexpected_keys:
+            model.tie_weights()
+            return
+        super()._issue_warnings_after_load(load_result)
+
+    def note(self, **values: float) -> None:
+        """Values to average into the next logged row (e.g. the two task losses of step_by_step)."""
+        for name, value in values.items():
+            self._log_extras.setdefault(name, []).append(float(value))
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            for name, values in self._log_extras.items():
+                if values:
+                    logs[name] = sum(values) / len(values)
+            self._log_extras = {}
+        super().log(logs, *args, **kwargs)
+
+
+LossFunction = Callable[[Any, dict, Consumption], Any]
+"""``loss(model, inputs, consumption)``: a scalar tensor, or ``(tensor, {name: float})`` whose values are
+averaged into the logged rows. It adds teacher forward tokens and generated tokens to ``consumption``."""
+
+
+def target_cross_entropy(model, inputs: dict, consumption: Consumption | None = None):
+    """Mean cross-entropy per target token (labels -100 ignored). An optional per-row ``weights`` tensor
+    weighs each row's tokens: sum_i w_i sum_t ce_it / sum_i n_i, the plain token mean when every weight is 1.
+    Causal models predict token t+1 from position t; encoder-decoder models get ``decoder_input_ids``."""
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    weights = inputs.get("weights")
+    forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "decoder_input_ids")}
+    logits = model(**forward).logits
+    if "decoder_input_ids" not in inputs:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                ignore_index=-100, reduction="none").view(labels.shape)
+    mask = labels != -100
+    if weights is not None:
+        per_token = per_token * weights[:, None]
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _engine_trainer_class():
+    import torch
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class EngineTrainer(ConsumptionMixin, Trainer):
+        """The Trainer of methods that bring their own loss or batch policy (and of plain SFT).
+
+        Plain SFT uses this class with ``target_cross_entropy`` rather than TRL's SFTTrainer: the hf student
+        trains on pre-tokenized records with prompt masking and optional per-record weights, which SFTTrainer
+        has no column for, and SFTTrainer's dataset preparation (a datasets.map per stage) costs more than a
+        whole training stage of the tiny quickstart models. The loop itself is the same Trainer either way."""
+
+        def __init__(self, *args, loss: LossFunction | None = None, ordered: bool = False, **kwargs):
+            self.method_loss = loss or target_cross_entropy
+            self.ordered = ordered
+            super().__init__(*args, **kwargs)
+            # the method's losses are means per micro-batch: gradient accumulation divides them
+            self.loss_is_scaled_for_ga = False
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.ordered:
+                return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+            return super()._get_train_sampler(train_dataset)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.count_batch(inputs)
+            value = self.method_loss(model, inputs, self.consumption)
+            if isinstance(value, tuple):
+                value, extras = value
+                self.note(**extras)
+            if not bool(torch.isfinite(value.detach())):
+                kind = "NaN" if bool(torch.isnan(value.detach())) else "infinite"
+                raise UserError(f"the training loss became {kind} at step {self.state.global_step + 1} "
+                                f"(learning_rate={self.args.learning_rate:g}); lower the learning rate", "training")
+            return (value, None) if return_outputs else value
+
+    return EngineTrainer
+
+
+def build_trainer(model, *, args, train_dataset, collate: Callable[[list], dict], loss: LossFunction | None = None,
+                  ordered: bool = False, processing_class=None, callbacks=None):
+    """An engine Trainer over ``train_dataset`` (any sized sequence; ``collate`` turns a list of its items into
+    a batch). ``ordered``: the items are consumed in dataset order (a method that lays out its own batches,
+    step after step); otherwise in the Trainer's seeded random order (``data_seed``)."""
+    return _engine_trainer_class()(model=model, args=args, train_dataset=train_dataset, data_collator=collate,
+                                   loss=loss, ordered=ordered, processing_class=processing_class,
+                                   callbacks=callbacks)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints, progress and the run
+
+
+def complete_checkpoints(checkpoint_dir: Path | None) -> list[tuple[int, Path]]:
+    """(step, folder) of every checkpoint the engine finished writing, oldest first."""
+    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
+        return []
+    found = []
+    for folder in Path(checkpoint_dir).glob("checkpoint-*"):
+        step = folder.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (folder / MARKER).is_file():
+            found.append((int(step), folder))
+    return sorted(found)
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0 or world_size() == 1
+
+
+def _callbacks_class():
+    from transformers import TrainerCallback
+
+    class EngineCallback(TrainerCallback):
+        """Marks finished checkpoints (with the consumption so far) and shows training progress."""
+
+        def __init__(self, trainer, description: str, previous_seconds: float):
+            self.trainer = trainer
+            self.description = description
+            self.previous_seconds = previous_seconds
+            self.started = time.perf_counter()
+            self.progress = None
+
+        def seconds(self) -> float:
+            return self.previous_seconds + time.perf_counter() - self.started
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if _is_rank_zero():
+                from stillroom.progress import TrainingProgress
+
+                self.progress = TrainingProgress(self.description, state.max_steps, start=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.progress is not None and logs and "loss" in logs:
+                self.progress.update(state.global_step, loss=logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(state.global_step)
+
+        def on_save(self, args, state, control, **kwargs):
+            counts = asdict(self.trainer.consumption)
+            totals = dict(zip(counts, _summed(list(counts.values()), self.trainer.args.device)))
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if _is_rank_zero() and folder.is_dir():
+                tmp = folder / (MARKER + ".tmp")
+                tmp.write_text(json.dumps({"consumption": totals, "local": counts, "wall_seconds": self.seconds(),
+                                           "step": state.global_step}))
+                os.replace(tmp, folder / MARKER)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.close()
+                self.progress = None
+
+    return EngineCallback
+
+
+def quiet(trainer) -> None:
+    """No transformers/TRL progress bar and no printed log dicts: the engine's callback shows progress."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def write_log_history(trainer, folder: Path, after: int = 0) -> list[dict[str, Any]]:
+    """The logged training rows as ``folder/log_history.jsonl``: {"step", "loss", ...} per logged step (those
+    after step ``after``: a run continued from an earlier one's state inherits its history)."""
+    rows = [{"step": int(entry.get("step", 0)), **{k: v for k, v in entry.items() if k != "step"}}
+            for entry in trainer.state.log_history if "loss" in entry and int(entry.get("step", 0)) > after]
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOG_FILE).open("w") as out:
+        for row in rows[-MAX_LOG_LINES:]:
+            out.write(json.dumps(row, default=float) + "\n")
+    return rows
+
+
+class small_model_threads:
+    """Train or run a small model on CPU with one intra-op thread, then restore the thread count.
+
+    Matrices of a few-million-parameter model are too small for intra-op parallelism to pay; on a busy
+    2-core machine two OpenMP threads made a 60k-parameter Llama 20-60x slower (spin-waiting on a core
+    another process holds), one thread never did. Larger models and GPUs are left alone."""
+
+    def __init__(self, *models):
+        self.models = [m for m in models if m is not None]
+        self.previous: int | None = None
+
+    def __enter__(self):
+        import torch
+
+        if not self.models or torch.get_num_threads() <= 1:
+            return self
+        if any(model_device(m) != "cpu" for m in self.models):
+            return self
+        if max(parameter_count(m) for m in self.models) < SMALL_MODEL_PARAMETERS:
+            self.previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.previous is not None:
+            torch.set_num_threads(self.previous)
+        return False
+
+
+def read_log_history(folder) -> list[dict[str, Any]]:
+    path = Path(folder) / LOG_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def save_state(trainer, folder: Path) -> None:
+    """The trainer's full state (weights, optimizer, schedule, RNG, step) as a checkpoint folder that a later
+    ``run_trainer(continue_from=folder)`` carries on from (lion's iterations share one optimizer this way)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    output_dir = trainer.args.output_dir
+    trainer.args.output_dir = str(tmp)
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)
+    finally:
+        trainer.args.output_dir = output_dir
+    if _is_rank_zero():
+        saved = tmp / f"checkpoint-{trainer.state.global_step}"
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(saved, folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _release_references(accelerator, *objects):
+    """What ``Accelerator.free_memory`` does besides garbage collection: forget the prepared objects."""
+    accelerator._schedulers, accelerator._optimizers, accelerator._models, accelerator._dataloaders = [], [], [], []
+    accelerator.step = 0
+    return objects
+
+
+def run_trainer(trainer, *, folder, checkpoint_dir=None, seed: int, description: str = "training",
+                teacher_model=None, continue_from=None, stop_after: int | None = None,
+                keep_state=None) -> dict[str, Any]:
+    """Train ``trainer`` (any Trainer whose class mixes in ``ConsumptionMixin``) and return the stage metrics.
+
+    Seeds every generator with ``seed`` first (the Trainer reseeds with ``args.seed``, the same number), so a
+    stage's result never depends on what ran before it in the process. With ``checkpoint_dir`` it saves there
+    every ``args.save_steps`` and, when a complete checkpoint is already there (a killed stage), continues from
+    the newest one; the folder is removed when training finishes.
+
+    ``continue_from``: a folder ``keep_state`` wrote at the end of an earlier run: its optimizer state, schedule
+    and step carry on (over new data) for ``stop_after`` more steps of the schedule ``args.max_steps`` spans."""
+    import warnings
+
+    from transformers import TrainerCallback
+
+    folder = Path(folder)
+    seed_everything(seed)
+    model = trainer.model
+    quiet(trainer)
+    previous: dict[str, Any] = {}
+    resume = None
+    start_step = 0
+    if continue_from is not None:
+        continue_from = Path(continue_from)
+        start_step = int(json.loads((continue_from / "trainer_state.json").read_text())["global_step"])
+        resume = continue_from
+        trainer.args.ignore_data_skip = True  # new data: start at its beginning, not where the old run stopped
+    if checkpoint_dir is not None:
+        trainer.args.output_dir = str(checkpoint_dir)
+        found = complete_checkpoints(checkpoint_dir)
+        if found:
+            resume = found[-1][1]
+            previous = json.loads((resume / MARKER).read_text())
+            trainer.consumption.add(previous.get("local") or {})
+            trainer.args.ignore_data_skip = False if continue_from is None else True
+    callback = _callbacks_class()(trainer, description, float(previous.get("wall_seconds", 0.0)))
+    trainer.add_callback(callback)
+    if model_device(model) == "cpu" and getattr(trainer, "accelerator", None) is not None:
+        # accelerate's free_memory (called as training starts) runs gc.collect: 0.3-1 s in a process holding
+        # many objects, a large share of a tiny model's stage, and on CPU there is no device cache to free
+        trainer.accelerator.free_memory = functools.partial(_release_references, trainer.accelerator)
+    if stop_after is not None:
+        stop_at = start_step + stop_after
+
+        class StopAt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step >= stop_at:
+                    control.should_training_stop = True
+
+        trainer.add_callback(StopAt())
+    with small_model_threads(model, teacher_model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # TRL calls deprecated transformers names
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        finally:
+            if callback.progress is not None:
+                callback.progress.close()
+    wall = callback.seconds()
+    if keep_state is not None:
+        save_state(trainer, Path(keep_state))
+    rows = write_log_history(trainer, folder, after=start_step) if _is_rank_zero() else []
+    counts = asdict(trainer.consumption)
+    consumption = Consumption(**dict(zip(counts, _summed(list(counts.values()), trainer.args.device))))
+    unwrapped = trainer.accelerator.unwrap_model(model) if hasattr(trainer, "accelerator") else model
+    student_parameters = parameter_count(unwrapped)
+    teacher_parameters = parameter_count(teacher_model)
+    if checkpoint_dir is not None and _is_rank_zero():
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    model.eval()
+    losses = [float(row["loss"]) for row in rows]
+    return {
+        "optimizer_steps": int(trainer.state.global_step) - start_step,
+        **asdict(consumption),
+        "flops_estimate": flops_estimate(student_parameters=student_parameters,
+                                         teacher_parameters=teacher_parameters, consumption=consumption),
+        "student_parameters": student_parameters,
+        "teacher_parameters": teacher_parameters,
+        "wall_seconds": round(wall, 3),
+        "resumed_from_step": int(previous.get("step", 0)),
+        **({"continued_from_step": start_step} if continue_from is not None else {}),
+        "train_loss": sum(losses) / len(losses) if losses else float(result.training_loss),
+        "final_loss": losses[-1] if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "world_size": world_size(),
+        "per_device_batch_size": int(trainer.args.per_device_train_batch_size),
+        "rank0_sequences": counts["train_sequences"],
+        "seed": int(seed),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a method's stage hands the engine
+
+
+@dataclass
+class StageSettings:
+    """Seed, checkpoint folder and cadence, and trackers of one training stage of a method entry."""
+
+    seed: int
+    checkpoint_dir: Path | None
+    checkpoint_steps: int | None
+    report_to: str | list[str] = "none"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_settings(job, stage_name: str) -> StageSettings:
+    """The settings of ``job``'s training stage ``stage_name`` (e.g. ``train`` or ``iter2/train``)."""
+    stage_seed = getattr(job, "stage_seed", None)
+    seed = stage_seed(stage_name) if callable(stage_seed) else derive_seed(job.seed, job.label, stage_name)
+    budget = getattr(job, "budget", None)
+    every = getattr(budget, "checkpoint_steps", None)
+    checkpoint_dir = None
+    if every:
+        locate = getattr(job, "checkpoint_dir", None)
+        checkpoint_dir = (Path(locate(stage_name)) if callable(locate)
+                          else Path(job.run_dir.root) / "checkpoints" / "methods" / job.label / stage_name)
+    report_to = getattr(budget, "report_to", None) or os.environ.get("STILLROOM_REPORT_TO") or "none"
+    return StageSettings(seed=seed, checkpoint_dir=checkpoint_dir, checkpoint_steps=every, report_to=report_to)
+
+
+def budget_value(job, name: str, own, default):
+    """A training setting: the spec's ``[budget]`` value, else the method's own option, else ``default``
+    (conflicts between the two are the core's check, made once for every method)."""
+    shared = getattr(job.budget, name, None)
+    return shared if shared is not None else own if own is not None else default
+
+
+def train_records(job, location: str) -> list[dict[str, Any]]:
+    """The entry's training problems: ``job.train_records()`` (the budget's, same ids and order for every
+    method under one seed) when the core offers it, else the first ``train_examples`` of the train split."""
+    records = job.train_records() if callable(getattr(job, "train_records", None)) else None
+    if records is None:
+        records = list(job.data.get("train") or [])
+        limit = getattr(job.budget, "train_examples", None)
+        records = records[:limit] if limit else records
+    if not records:
+        raise UserError("the data has no 'train' split, or it is empty", location)
+    return list(records)
+
+
+def ids_digest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many training problems a stage used and a digest of their ids in order, so two entries' stage
+    metrics show at a glance whether they trained on the same problems."""
+    import hashlib
+
+    ids = [str(r.get("id", index)) for index, r in enumerate(records)]
+    return {"train_examples": len(ids), "train_ids_sha256": hashlib.sha256("\x1f".join(ids).encode()).hexdigest()[:16]}
+
+
+@functools.lru_cache(maxsize=None)
+def counting(trainer_class, teacher_sees_inputs: bool = False):
+    """``trainer_class`` (a transformers or TRL Trainer) with the engine's consumption counting mixed in, for
+    trainers run as they are (TRL's DistillationTrainer, GOLD). ``teacher_sees_inputs``: the trainer runs its
+    teacher forward over every sequence it trains on (distillation trainers), so those tokens are teacher
+    forward tokens too; completions a batch carries (``completion_mask``, on-policy trainers) are counted as
+    student-generated tokens each time a batch is trained on."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and isinstance(inputs, dict):
+            _, tokens = count_inputs(inputs)
+            if teacher_sees_inputs:
+                self.consumption.teacher_forward_tokens += tokens
+            completion = inputs.get("completion_mask")
+            if completion is not None and hasattr(completion, "sum"):
+                self.consumption.student_generated_tokens += int(completion.sum())
+        return super(counted, self).compute_loss(model, inputs, return_outputs=return_outputs,
+                                                 num_items_in_batch=num_items_in_batch)
+
+    counted = type(f"Counting{trainer_class.__name__}", (ConsumptionMixin, trainer_class),
+                   {"compute_loss": compute_loss})
+    return counted
