@@ -202,12 +202,12 @@ def lineage(rows: list[dict[str, Any]]) -> str:
                      if teacher else "")
         cells += [escape(str(c)) for c in (
             f'{data.get("kind", "")} {str(data.get("checksum") or "")[:12]}' if isinstance(data, dict) else str(data),
-            str(row.get("spec_hash") or "")[:12], row.get("parent_run") or "")]
+            str(row.get("spec_hash") or "")[:12])]
         options = json.dumps(row.get("options"), indent=1, sort_keys=True, default=str) if row.get("options") else ""
         cells.append(f'<details><summary>options</summary><pre class="options">{escape(options)}</pre></details>')
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     heads = "".join(f'<th data-type="text">{h}</th>' for h in ("model", "run", "method", "teacher", "data", "spec",
-                                                                "parent run", "options"))
+                                                                "options"))
     return f'<table id="lineage" class="sortable"><thead><tr>{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 

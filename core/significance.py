@@ -20,6 +20,7 @@ comment above ``ALPHA``). This module computes; it prints nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,9 @@ def compare_models(store, model_a: str, model_b: str, *, resamples: int = 10_000
 # evaluated once, such as the teacher, pairs with every seed). Its p-value is a paired sign-flip
 # (randomisation) test on the d[s, i]: under "no difference" each difference is as likely negative as
 # positive, so p = share of the 2^m sign assignments of the m non-zero differences whose |mean| is at least the
-# observed one (exact for m <= EXACT_FLIPS, else ``resamples`` random assignments, p = (1 + hits) / (1 +
-# resamples)). With 0/1 scores and one seed that is the exact McNemar test. The test holds the trained models
+# observed one (exact: every assignment for m <= EXACT_FLIPS, else the distribution itself when the differences
+# are whole multiples of one size, as 0/1 scores give (see LATTICE_SPAN); otherwise ``resamples`` random
+# assignments, p = (1 + hits) / (1 + resamples)). With 0/1 scores and one seed that is the exact McNemar test. The test holds the trained models
 # fixed (is this entry better on these items?); the interval also carries seed-to-seed variation. p-values are
 # Holm-adjusted across the entries compared with the reference, per evaluator and metric, and a verdict is
 # `better`/`worse` when the adjusted p-value is below ALPHA, else `no difference detected`.
@@ -161,10 +163,42 @@ EXACT_FLIPS = 16
 VERDICTS = ("better", "worse", "no difference detected")
 
 
+CACHE_BYTES = 16_000_000
+"""Resamples up to this size (per shape) are kept and shared: every comparison starts its generator at ``seed``,
+so all pairs and metrics of a run with the same shape draw the same resamples, and a report compares every pair
+of entries, a run every entry with its reference. Larger ones are drawn chunk by chunk each time."""
+
+
 def _bootstrap_rng(seed: int):
     import numpy as np
 
     return np.random.default_rng(seed)
+
+
+def _resample_weights(k: int, n: int, resamples: int, seed: int):
+    """The hierarchical resamples of a k x n array as weights, chunk by chunk: row r of a chunk holds how often
+    resample r drew each (seed, item) cell, so the resample means are ``weights @ x.ravel() / (k * n)``. Drawn
+    as ``rng.integers`` seeds then items per chunk, the stream the bootstrap has always used."""
+    import numpy as np
+
+    rng = _bootstrap_rng(seed)
+    chunk = max(1, 4_000_000 // (k * n))  # bound memory; consecutive draws continue the same stream
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        seeds = rng.integers(0, k, size=(size, k)) if k > 1 else np.zeros((size, 1), dtype=int)
+        items = rng.integers(0, n, size=(size, k, n))
+        cells = (seeds[:, :, None] * n + items) + (np.arange(size) * (k * n))[:, None, None]
+        # float32 holds these counts (at most k * n) exactly; the product with the scores is float64
+        yield np.bincount(cells.ravel(), minlength=size * k * n).reshape(size, k * n).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_weights(k: int, n: int, resamples: int, seed: int):
+    import numpy as np
+
+    weights = np.concatenate(list(_resample_weights(k, n, resamples, seed)))
+    weights.flags.writeable = False
+    return weights
 
 
 def hierarchical_bootstrap(scores, *, resamples: int = 2000, seed: int = 0,
@@ -177,22 +211,94 @@ def hierarchical_bootstrap(scores, *, resamples: int = 2000, seed: int = 0,
     if x.ndim != 2 or x.size == 0:
         raise ValueError("hierarchical_bootstrap needs a non-empty seeds x items array")
     k, n = x.shape
-    rng = _bootstrap_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 4_000_000 // (k * n))  # bound memory; consecutive draws continue the same stream
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        seeds = rng.integers(0, k, size=(size, k)) if k > 1 else np.zeros((size, 1), dtype=int)
-        items = rng.integers(0, n, size=(size, k, n))
-        means[start:start + size] = x[seeds[:, :, None], items].mean(axis=(1, 2))
+    if resamples * k * n * 4 <= CACHE_BYTES:
+        means = _cached_weights(k, n, resamples, seed) @ x.ravel() / (k * n)
+    else:
+        means = np.concatenate([w @ x.ravel() for w in _resample_weights(k, n, resamples, seed)]) / (k * n)
     low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(low), float(high)
 
 
+LATTICE_SPAN = 1_000_000
+"""Non-zero differences whose sizes are whole multiples w_i of the smallest, with sum(w_i) up to this (0/1
+scores: every w_i is 1), get the exact sign-flip p-value (binomials, convolved) instead of random assignments."""
+EXACT_INTEGERS = 5000  # up to this many differences of one size, the binomial is counted in integers
+CONVOLUTION_COST = 50_000_000  # multiply-adds: dearer convolutions fall back to random assignments
+
+
+def _lattice(d):
+    """The non-zero differences ``d`` as whole multiples of their smallest size (ints), or None."""
+    import numpy as np
+
+    sizes = np.abs(d)
+    units = sizes / sizes.min()
+    whole = np.rint(units)
+    if not np.allclose(units, whole, rtol=0, atol=1e-9 * max(1.0, float(whole.max()))):
+        return None
+    if whole.sum() > LATTICE_SPAN:
+        return None
+    return whole.astype(np.int64)
+
+
+def _log_binomial_pmf(m: int):
+    """log P(B = b), b = 0..m, for B ~ Binomial(m, 1/2)."""
+    import numpy as np
+
+    steps = np.log(np.arange(m, 0, -1, dtype=float)) - np.log(np.arange(1, m + 1, dtype=float))
+    return np.concatenate(([0.0], np.cumsum(steps))) - m * math.log(2)
+
+
+def _exact_lattice_p(weights, observed_units: int) -> float | None:
+    """P(|sum_i s_i w_i| >= observed_units) for independent fair signs s_i, or None where the convolution is dear.
+    sum_i s_i w_i = 2 U - sum_i w_i, where U sums v * Binomial(number of w_i equal to v, 1/2) over the sizes v."""
+    import numpy as np
+
+    sizes, counts = np.unique(weights, return_counts=True)
+    span = int(weights.sum())
+    if len(sizes) == 1 and counts[0] <= EXACT_INTEGERS:
+        # one size (0/1 scores): the binomial counted in integers, exact as the enumeration above
+        m, v = int(counts[0]), int(sizes[0])
+        hits, c = 0, 1
+        for b in range(m + 1):
+            if abs(2 * b * v - span) >= observed_units:
+                hits += c
+            c = c * (m - b) // (b + 1)
+        return hits / 2 ** m
+    cost, length = 0, 1
+    for v, m in zip(sizes.tolist(), counts.tolist()):
+        cost += length * (v * m + 1)
+        length += v * m
+    if cost > CONVOLUTION_COST:
+        return None
+    pmf = np.ones(1)
+    for v, m in zip(sizes.tolist(), counts.tolist()):
+        spread = np.zeros(v * m + 1)
+        spread[::v] = np.exp(_log_binomial_pmf(m))
+        pmf = np.convolve(pmf, spread) if len(pmf) > 1 else spread
+    totals = 2 * np.arange(span + 1) - span
+    return float(min(1.0, pmf[np.abs(totals) >= observed_units].sum()))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_signs(m: int, resamples: int, seed: int):
+    """Random sign assignments (resamples x m, int8), the stream ``sign_flip_test`` draws (see CACHE_BYTES)."""
+    import numpy as np
+
+    signs = np.concatenate(list(_random_signs(m, resamples, seed))).astype(np.int8)
+    signs.flags.writeable = False
+    return signs
+
+
+def _random_signs(m: int, resamples: int, seed: int):
+    rng = _bootstrap_rng(seed)
+    chunk = max(1, 4_000_000 // m)
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        yield rng.integers(0, 2, size=(size, m)) * 2 - 1
+
+
 def sign_flip_test(differences, *, resamples: int = 10_000, seed: int = 0) -> float:
     """Two-sided paired sign-flip test of mean(differences) = 0 (see above); 1.0 when every difference is 0."""
-    import itertools
-
     import numpy as np
 
     d = np.asarray(differences, dtype=float).ravel()
@@ -203,16 +309,21 @@ def sign_flip_test(differences, *, resamples: int = 10_000, seed: int = 0) -> fl
     observed = abs(d.sum()) / total
     tolerance = 1e-12 * max(1.0, observed)
     if d.size <= EXACT_FLIPS:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+        # every sign pattern: bit j of pattern p flips difference j
+        signs = 1.0 - 2.0 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
         means = np.abs(signs @ d) / total
         return float(np.count_nonzero(means >= observed - tolerance) / len(signs))
-    rng = _bootstrap_rng(seed)
-    hits = 0
-    chunk = max(1, 4_000_000 // d.size)
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        signs = rng.integers(0, 2, size=(size, d.size)) * 2 - 1
-        hits += int(np.count_nonzero(np.abs(signs @ d) / total >= observed - tolerance))
+    weights = _lattice(d)
+    if weights is not None:
+        p = _exact_lattice_p(weights, abs(int((np.sign(d).astype(np.int64) * weights).sum())))
+        if p is not None:
+            return p
+    if resamples * d.size <= CACHE_BYTES:
+        # in blocks: the product converts each block of int8 signs to float64
+        chunks = np.array_split(_cached_signs(d.size, resamples, seed), max(1, resamples * d.size // 4_000_000))
+    else:
+        chunks = _random_signs(d.size, resamples, seed)
+    hits = sum(int(np.count_nonzero(np.abs(signs @ d) / total >= observed - tolerance)) for signs in chunks)
     return (1 + hits) / (1 + resamples)
 
 

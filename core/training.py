@@ -150,7 +150,7 @@ def count_inputs(inputs) -> tuple[int, int]:
     return rows, tokens
 
 
-def _summed(values: list[int], device=None) -> list[int]:
+def summed_over_ranks(values: list[int], device=None) -> list[int]:
     """``values`` summed over the processes of a distributed run (as they are otherwise)."""
     import torch
 
@@ -343,7 +343,7 @@ def _callbacks_class():
 
         def on_save(self, args, state, control, **kwargs):
             counts = asdict(self.trainer.consumption)
-            totals = dict(zip(counts, _summed(list(counts.values()), self.trainer.args.device)))
+            totals = dict(zip(counts, summed_over_ranks(list(counts.values()), self.trainer.args.device)))
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if _is_rank_zero() and folder.is_dir():
                 tmp = folder / (MARKER + ".tmp")
@@ -504,7 +504,7 @@ def run_trainer(trainer, *, folder, checkpoint_dir=None, seed: int, description:
         save_state(trainer, Path(keep_state))
     rows = write_log_history(trainer, folder, after=start_step) if _is_rank_zero() else []
     counts = asdict(trainer.consumption)
-    consumption = Consumption(**dict(zip(counts, _summed(list(counts.values()), trainer.args.device))))
+    consumption = Consumption(**dict(zip(counts, summed_over_ranks(list(counts.values()), trainer.args.device))))
     unwrapped = trainer.accelerator.unwrap_model(model) if hasattr(trainer, "accelerator") else model
     student_parameters = parameter_count(unwrapped)
     teacher_parameters = parameter_count(teacher_model)
@@ -613,3 +613,81 @@ def counting(trainer_class, teacher_sees_inputs: bool = False):
     counted = type(f"Counting{trainer_class.__name__}", (ConsumptionMixin, trainer_class),
                    {"compute_loss": compute_loss})
     return counted
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a trainer may be given: the checks of white-box distillation (the teacher's full next-token
+# distribution on the student's own token sequences), shared by every method that trains on teacher logits
+
+
+def white_box_teacher(job, where: str, *, otherwise: str):
+    """The job's teacher, which must expose its transformers model (full logits); a UserError otherwise that
+    suggests an hf teacher or ``otherwise`` (what the method can do without one)."""
+    teacher = job.teacher
+    if teacher is None:
+        raise UserError(f"needs a teacher; add a [teacher] table: an hf teacher, or {otherwise}", where)
+    if teacher.model is None:
+        raise UserError(f"needs a white-box teacher (full logits): teacher kind {teacher.name!r} exposes no model. "
+                        f"Use an hf teacher, or {otherwise}", where)
+    return teacher
+
+
+def is_encoder_decoder(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def causal_models(job, where: str, *, otherwise: str, encoder_decoder_error: str):
+    """``(teacher, student)``: the white-box teacher (see ``white_box_teacher``) and the student, both causal
+    language models (a UserError ``encoder_decoder_error`` otherwise: TRL's on-policy trainers sample and score
+    one token sequence with both models)."""
+    teacher = white_box_teacher(job, where, otherwise=otherwise)
+    student = job.student
+    if is_encoder_decoder(student.model) or is_encoder_decoder(teacher.model):
+        raise UserError(encoder_decoder_error, where)
+    return teacher, student
+
+
+def vocab_size(model) -> int:
+    config = model.config
+    return int(config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size)
+
+
+def same_vocabulary(student, teacher) -> tuple[bool, str]:
+    """Whether the student and the teacher share one vocabulary (sizes and token ids), and why not: only then
+    can one distribution be compared with the other token by token."""
+    student_size, teacher_size = vocab_size(student.model), vocab_size(teacher.model)
+    if student_size != teacher_size:
+        return False, f"vocab_size {student_size} (student) != {teacher_size} (teacher)"
+    if teacher.tokenizer is not None and student.tokenizer is not None:
+        if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+            return False, "the tokenizers map tokens to different ids"
+    return True, ""
+
+
+def require_chat_tokenizer(tokenizer, who: str, where: str) -> None:
+    """A UserError unless ``tokenizer`` has a chat template (TRL's trainers render prompts and targets as chat
+    messages); gives it the EOS token as padding when it has none, as TRL's collators need one."""
+    if tokenizer is None:
+        raise UserError(f"the {who} has no tokenizer", where)
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"the {who}'s tokenizer has no chat template; TRL renders the training prompts as chat "
+                        "messages", where)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def import_trl_experimental(module: str):
+    """``module`` (a ``trl.experimental`` module) imported without TRL's notice that its API is unstable.
+
+    The notice is printed once per process, on the first import, unless TRL_EXPERIMENTAL_SILENCE is set; the
+    methods that use these trainers pin TRL's version and name the trainer in their metrics, so the notice
+    would only clutter every run's output. Only this import is silenced: the user's environment and warning
+    filters are left as they were."""
+    import importlib
+    import warnings
+
+    from trl.import_utils import TRLExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TRLExperimentalWarning)
+        return importlib.import_module(module)

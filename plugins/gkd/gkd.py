@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 
 from stillroom import Method, UserError
+from stillroom.training import causal_models, import_trl_experimental, require_chat_tokenizer, same_vocabulary
 
 from stillroom.plugins.gkd import training
 from stillroom.plugins.gkd.config import GKDOptions
@@ -20,9 +21,9 @@ from stillroom.plugins.gkd.config import GKDOptions
 def counting_trainer_class():
     """GKDTrainer plus the engine's consumption counting, generation counters and an optional replacement loss
     (built lazily: TRL is heavy)."""
-    from trl.experimental.gkd import GKDTrainer
-
     from stillroom.training import ConsumptionMixin
+
+    GKDTrainer = import_trl_experimental("trl.experimental.gkd").GKDTrainer
 
     class CountingGKDTrainer(ConsumptionMixin, GKDTrainer):
         """TRL's GKDTrainer that counts what it consumes (the teacher's forward tokens, the tokens the student
@@ -91,15 +92,16 @@ class GKD(Method):
     def run(self, job):
         where = f"methods[{job.label}]"
         options = self.config
-        teacher, student = training.causal_models(
-            job, where, "GKDTrainer trains causal language models only; this student or teacher is encoder-decoder "
-            "(use seqkd or a word-level KD method)")
-        same, why = training.same_vocabulary(student, teacher)
+        teacher, student = causal_models(
+            job, where, otherwise="distil an API teacher through its top-k log-probs (a topk_* loss) or its answers "
+            "(seqkd)", encoder_decoder_error="GKDTrainer trains causal language models only; this student or teacher "
+            "is encoder-decoder (use seqkd or a word-level KD method)")
+        same, why = same_vocabulary(student, teacher)
         if not same:
             raise UserError(f"GKD compares full next-token distributions, so teacher and student must share a "
                             f"vocabulary, but {why}. Use the on_policy method with cross_tokenizer = true "
                             "(TRL's GOLD trainer) for teachers with another tokenizer", where)
-        training.require_chat_tokenizer(student.tokenizer, "student", where)
+        require_chat_tokenizer(student.tokenizer, "student", where)
         budget = training.plan(job, options, where)
         loss = None
         if options.loss is not None:
@@ -113,9 +115,10 @@ class GKD(Method):
 
     def _train(self, job, student, teacher, budget: training.Plan, loss, folder: Path) -> dict:
         from datasets import Dataset
-        from trl.experimental.gkd import GKDConfig
 
         from stillroom.training import stage_settings
+
+        GKDConfig = import_trl_experimental("trl.experimental.gkd").GKDConfig
 
         options = self.config
         output_dir = folder / "trainer"

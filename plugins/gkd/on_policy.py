@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from stillroom import Method, UserError
+from stillroom.training import causal_models, import_trl_experimental, require_chat_tokenizer, same_vocabulary
 
 from stillroom.plugins.gkd import training
 from stillroom.plugins.gkd.config import OnPolicyOptions
@@ -23,16 +24,17 @@ class OnPolicy(Method):
     def run(self, job):
         where = f"methods[{job.label}]"
         options = self.config
-        teacher, student = training.causal_models(
-            job, where, "TRL's on-policy trainers train causal language models only; this student or teacher is "
-            "encoder-decoder")
-        same, why = training.same_vocabulary(student, teacher)
+        teacher, student = causal_models(
+            job, where, otherwise="distil an API teacher through its answers (seqkd)",
+            encoder_decoder_error="TRL's on-policy trainers train causal language models only; this student or "
+            "teacher is encoder-decoder")
+        same, why = same_vocabulary(student, teacher)
         if not same and not options.cross_tokenizer:
             raise UserError(f"teacher and student do not share a vocabulary ({why}); set cross_tokenizer = true "
                             "to distil across tokenizers with TRL's GOLD trainer (ULD loss)", where)
-        training.require_chat_tokenizer(student.tokenizer, "student", where)
+        require_chat_tokenizer(student.tokenizer, "student", where)
         if options.cross_tokenizer:
-            training.require_chat_tokenizer(teacher.tokenizer, "teacher", where)
+            require_chat_tokenizer(teacher.tokenizer, "teacher", where)
         budget = training.plan(job, options, where)
         train = self._train_gold if options.cross_tokenizer else self._train_distillation
         return job.model_stage("train", lambda student, folder: train(job, student, teacher, budget, folder))
@@ -67,9 +69,11 @@ class OnPolicy(Method):
 
     def _train_gold(self, job, student, teacher, budget: training.Plan, folder: Path) -> dict:
         from datasets import Dataset
-        from trl.experimental.gold import GOLDConfig, GOLDTrainer
 
         from stillroom.training import counting, stage_settings
+
+        gold = import_trl_experimental("trl.experimental.gold")
+        GOLDConfig, GOLDTrainer = gold.GOLDConfig, gold.GOLDTrainer
 
         options = self.config
         stage = stage_settings(job, "train")

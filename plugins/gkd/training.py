@@ -1,5 +1,6 @@
 """What the gkd and on_policy methods share: the budget, the TRL config built by the engine's policy, the
-training records, the checks a white-box teacher must pass, and running a built TRL trainer through the engine."""
+training records, and running a built TRL trainer through the engine. (The checks a white-box teacher must pass
+are the engine's, in stillroom.training, shared with gkd_rl.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from stillroom import UserError
-
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 @dataclass
@@ -51,13 +50,6 @@ def plan(job, options, where: str) -> Plan:
     return Plan(steps, batch_size, batch_size // split, learning_rate, records)
 
 
-def model_device(model) -> str:
-    try:
-        return next(model.parameters()).device.type
-    except StopIteration:
-        return "cpu"
-
-
 def trainer_config(config_class, job, options, plan: Plan, output_dir, model, stage, **settings: Any):
     """``config_class`` (a TRL config) built by the engine's one policy (optimizer, schedule, precision,
     seeds, checkpoints, trackers) plus the method's own ``settings``."""
@@ -90,58 +82,6 @@ def prompt_records(records: list[dict[str, Any]], where: str) -> list[dict[str, 
             raise UserError(f"training record {record.get('id', number)!r} needs a 'prompt'", where)
         rows.append({"prompt": [{"role": "user", "content": str(record["prompt"])}]})
     return rows
-
-
-def require_chat_tokenizer(tokenizer, who: str, where: str) -> None:
-    if tokenizer is None:
-        raise UserError(f"the {who} has no tokenizer", where)
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"the {who}'s tokenizer has no chat template; TRL formats the training data as chat "
-                        "messages", where)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-
-def white_box_teacher(job, where: str):
-    """The teacher's transformers model, or a UserError saying what to use instead."""
-    teacher = job.teacher
-    if teacher is None:
-        raise UserError("needs a teacher; add a [teacher] table", where)
-    if getattr(teacher, "model", None) is None:
-        raise UserError(f"needs a white-box teacher (full logits): teacher kind {teacher.name!r} exposes no model. "
-                        "Use an hf teacher, or distil an API teacher through its top-k log-probs (a topk_* loss) "
-                        "or its answers (seqkd)", where)
-    return teacher
-
-
-def causal_models(job, where: str, encoder_decoder_error: str):
-    """``(teacher, student)``: the white-box teacher and the student, both causal language models (a UserError
-    ``encoder_decoder_error`` otherwise)."""
-    teacher = white_box_teacher(job, where)
-    student = job.student
-    if is_encoder_decoder(student.model) or is_encoder_decoder(teacher.model):
-        raise UserError(encoder_decoder_error, where)
-    return teacher, student
-
-
-def vocab_size(model) -> int:
-    config = model.config
-    return int(config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size)
-
-
-def same_vocabulary(student, teacher) -> tuple[bool, str]:
-    """Whether the student and the teacher share one vocabulary (sizes and token ids), and why not."""
-    student_size, teacher_size = vocab_size(student.model), vocab_size(teacher.model)
-    if student_size != teacher_size:
-        return False, f"vocab_size {student_size} (student) != {teacher_size} (teacher)"
-    if teacher.tokenizer is not None and student.tokenizer is not None:
-        if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
-            return False, "the tokenizers map tokens to different ids"
-    return True, ""
-
-
-def is_encoder_decoder(model) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
 def train(trainer, model, folder: Path, output_dir: Path, budget: Plan, name: str, *, stage, teacher_model=None,

@@ -34,8 +34,18 @@ class GKDRL(Method):
         where = f"methods[{job.label}]"
         options = self.config
         student = job.student
-        teacher = self._teacher(job, where) if options.alpha > 0 else None
-        require_chat_tokenizer(student.tokenizer, "student", where)
+        teacher = None
+        if options.alpha > 0:
+            teacher, _ = training.causal_models(
+                job, where, otherwise="set alpha = 0 for RL on the reward alone",
+                encoder_decoder_error="TRL's GRPO trains causal language models only; this student or teacher is "
+                "encoder-decoder")
+            same, why = training.same_vocabulary(student, teacher)
+            if not same:
+                raise UserError(f"the divergence compares full next-token distributions, so teacher and student "
+                                f"must share one vocabulary, but {why}. Use the on_policy method with "
+                                "cross_tokenizer = true for a teacher with another tokenizer", where)
+        training.require_chat_tokenizer(student.tokenizer, "student", where)
         records = training.train_records(job, where)
         rows = []
         for number, record in enumerate(records, 1):
@@ -58,23 +68,6 @@ class GKDRL(Method):
             return self._train(job, student, teacher, reward, loss, rows, batch_size, folder)
 
         return job.model_stage("train", train)
-
-    def _teacher(self, job, where: str):
-        teacher = job.teacher
-        if teacher is None:
-            raise UserError("alpha > 0 distils from a teacher; add a [teacher] table (or set alpha = 0)", where)
-        if teacher.model is None:
-            raise UserError(f"the divergence needs a white-box teacher (full logits): teacher kind {teacher.name!r} "
-                            "exposes no model. Use an hf teacher, or alpha = 0 for RL on the reward alone", where)
-        for who, model in (("student", job.student.model), ("teacher", teacher.model)):
-            if getattr(model.config, "is_encoder_decoder", False):
-                raise UserError(f"the {who} is encoder-decoder; TRL's GRPO trains causal language models only", where)
-        student_vocab, teacher_vocab = job.student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
-        if vocab_size(job.student.model) != vocab_size(teacher.model) or student_vocab != teacher_vocab:
-            raise UserError("the divergence compares full next-token distributions, so teacher and student must "
-                            "share one tokenizer and vocabulary; use the on_policy method with cross_tokenizer = "
-                            "true for another teacher tokenizer", where)
-        return teacher
 
     def _reward(self, job):
         from stillroom.specs import ref_role
@@ -124,7 +117,7 @@ class GKDRL(Method):
         divergences = [row["divergence"] for row in history if "divergence" in row]
         return {
             **metrics,
-            **usage.totals(trainer.accelerator),
+            **usage.totals(trainer.args.device),
             "trainer": "trl.GRPOTrainer + teacher divergence",
             "alpha": options.alpha,
             "reward": dict(options.reward) if options.reward is not None else None,
@@ -137,17 +130,3 @@ class GKDRL(Method):
             "final_divergence": divergences[-1] if divergences else None,
         }
 
-
-def require_chat_tokenizer(tokenizer, who: str, where: str) -> None:
-    if tokenizer is None:
-        raise UserError(f"the {who} has no tokenizer", where)
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"the {who}'s tokenizer has no chat template; the prompts are sampled as chat messages",
-                        where)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-
-def vocab_size(model) -> int:
-    config = model.config
-    return int(config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size)

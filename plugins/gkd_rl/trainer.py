@@ -13,10 +13,7 @@ one pass, and cheap next to sampling.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, fields
-
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 @dataclass
@@ -28,15 +25,13 @@ class RewardUsage:
     judge_calls_paid: int = 0
     judge_cache_hits: int = 0
 
-    def totals(self, accelerator) -> dict[str, int]:
-        """Summed over the processes of a distributed run (every rank scores its own completions)."""
-        import torch
+    def totals(self, device=None) -> dict[str, int]:
+        """Summed over the processes of a distributed run (every rank scores its own completions), as the
+        engine sums its consumption."""
+        from stillroom.training import summed_over_ranks
 
-        values = torch.tensor([getattr(self, f.name) for f in fields(self)], dtype=torch.float64,
-                              device=accelerator.device)
-        if accelerator.num_processes > 1:
-            values = accelerator.reduce(values, reduction="sum")
-        return {f.name: int(v) for f, v in zip(fields(self), values.tolist())}
+        values = summed_over_ranks([getattr(self, f.name) for f in fields(self)], device)
+        return {f.name: value for f, value in zip(fields(self), values)}
 
 
 def reward_function(scorer, usage: RewardUsage):
@@ -135,10 +130,7 @@ def trainer_class():
             if return_outputs:
                 raise ValueError("the gkd_rl trainer does not return model outputs")
             mode = "train" if self.model.training else "eval"
-            if mode == "train":
-                # GRPO batches hold prompt_ids + completion_ids, not the input_ids the engine's mixin counts
-                self.consumption.train_sequences += int(inputs["completion_ids"].size(0))
-                self.consumption.train_tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+            self.count_batch(inputs)  # prompt + completion tokens of each sampled sequence
             loss = None
             if self.alpha < 1.0:
                 # GRPO's own loss, already scaled for gradient accumulation

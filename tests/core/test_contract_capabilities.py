@@ -64,7 +64,6 @@ def probes() -> list[tuple[str, str, str]]:
 # Probes of components that still wait for a declared capability (issue 17); owners replace them and delete the
 # line here. (file, probed object, attribute): how many times.
 KNOWN_PROBES = Counter({
-    ("plugins/gkd/training.py", "teacher", "model"): 1,  # white-box teacher interface
     ("plugins/joint_teaching/method.py", "teacher", "model"): 1,
     ("plugins/joint_teaching/method.py", "teacher", "tokenizer"): 1,
     ("plugins/joint_teaching/training.py", "teacher", "model"): 2,

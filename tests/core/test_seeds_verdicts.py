@@ -74,6 +74,38 @@ def test_seed_aggregate_and_hierarchical_interval():
     assert versus_once["A"]["p_value_raw"] == 2 / 2**10
 
 
+def test_fast_paths_equal_their_definitions():
+    """The shared resamples and the exact sign-flip distribution give what the definitions above give."""
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    # hierarchical bootstrap: the seeds-then-items draws of default_rng(seed), means of the drawn cells
+    x = rng.random((3, 50))
+    draw = np.random.default_rng(0)
+    seeds, items = draw.integers(0, 3, size=(2000, 3)), draw.integers(0, 50, size=(2000, 3, 50))
+    expected = np.quantile(x[seeds[:, :, None], items].mean(axis=(1, 2)), [0.025, 0.975])
+    assert hierarchical_bootstrap(x) == pytest.approx(tuple(expected), rel=1e-12)
+    # 0/1 scores, many differences: the exact binomial (McNemar's exact test), not random assignments
+    assert sign_flip_test([1.0] * 130 + [-1.0] * 170 + [0.0] * 9) == pytest.approx(
+        stats.binomtest(130, 300, 0.5).pvalue, rel=1e-12)
+    # two sizes (scores in steps of 0.5): the exact distribution, counted here sum by sum
+    d = rng.choice([0.5, 1.0], 40) * rng.choice([1.0, -1.0], 40, p=[0.7, 0.3])
+    counts = {0.0: 1}
+    for value in d:
+        step = {}
+        for total, n in counts.items():
+            for signed in (total + value, total - value):
+                step[signed] = step.get(signed, 0) + n
+        counts = step
+    exact = sum(n for total, n in counts.items() if abs(total) >= abs(d.sum()) - 1e-9) / 2 ** 40
+    assert sign_flip_test(d) == pytest.approx(exact, rel=1e-9)
+    # scores of any size: random assignments from default_rng(seed), p = (1 + hits) / (1 + resamples)
+    d = rng.normal(0.1, 1.0, 100)
+    signs = np.random.default_rng(3).integers(0, 2, size=(2000, 100)) * 2 - 1
+    hits = np.count_nonzero(np.abs(signs @ d) >= abs(d.sum()) * (1 - 1e-12))
+    assert sign_flip_test(d, resamples=2000, seed=3) == (1 + hits) / 2001
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Runs with several seeds, on the toy plugin (tests/core/toy_components.py).
 

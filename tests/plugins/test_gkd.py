@@ -2,7 +2,6 @@
 down, vocabulary checks, resume, the replacement-loss hook and TRL's on-policy trainers."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -12,16 +11,7 @@ from stillroom import Context, MethodJob, RunDirectory, UserError
 from stillroom.specs import Budget
 from stillroom.testing import save_tiny_model
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def records(start, count):

@@ -25,14 +25,7 @@ def records(count: int, offset: int = 0):
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def held_out_kl(teacher, student, rows) -> float:

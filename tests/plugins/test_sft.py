@@ -13,15 +13,7 @@ TINY_TEACHER = {"shape": {"layers": 1, "hidden": 32, "heads": 2},
 TINY_STUDENT = {"shape": {"layers": 1, "hidden": 16, "heads": 2}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from more threads, and on a shared CI box extra threads stall each other."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

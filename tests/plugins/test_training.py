@@ -24,14 +24,7 @@ METHODS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +174,26 @@ def test_a_bar_started_during_training_joins_the_training_bar(monkeypatch):
     assert len(training.bar.tasks) == 1
     training.close()
     assert progress._LIVE == []
+
+
+def test_trl_experimental_notice_is_silenced_without_touching_the_environment():
+    # plugins used to set TRL_EXPERIMENTAL_SILENCE at import, changing the user's environment for everything
+    # that ran after; the engine silences only its own import of TRL's experimental trainers
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, warnings\n"
+            "from trl.import_utils import TRLExperimentalWarning\n"
+            "warnings.simplefilter('error', TRLExperimentalWarning)\n"
+            "import stillroom.plugins.gkd.gkd, stillroom.plugins.gkd.on_policy, stillroom.plugins.gkd_rl.trainer\n"
+            "from stillroom.training import import_trl_experimental\n"
+            "assert import_trl_experimental('trl.experimental.gkd').GKDTrainer.__name__ == 'GKDTrainer'\n"
+            "assert 'TRL_EXPERIMENTAL_SILENCE' not in os.environ\n"
+            "try:\n"
+            "    warnings.warn('still an error', TRLExperimentalWarning)\n"
+            "except TRLExperimentalWarning:\n"
+            "    print('filters restored')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRL_EXPERIMENTAL_SILENCE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "filters restored", out.stderr[-2000:]

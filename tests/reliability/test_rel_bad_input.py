@@ -116,21 +116,21 @@ def _disk_full(limit: int):
     return build
 
 
-def _prompts(text: str):
-    def build(ctx: Ctx) -> list[str]:
-        path = ctx.root / "prompts.jsonl"
-        path.write_text(text)
-        return ["generate", "--endpoint", "openai", "--base-url", f"http://127.0.0.1:{closed_port()}/v1",
-                "--model", "m", "--prompts", str(path), "--out", str(ctx.root / "out.jsonl")]
-    return build
+def _generate_command(ctx: Ctx, content: str | bytes) -> list[str]:
+    """`stillroom generate` over a prompts file holding ``content`` (bytes as they are), against a closed port."""
+    path = ctx.root / "prompts.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return ["generate", "--endpoint", "openai", "--base-url", f"http://127.0.0.1:{closed_port()}/v1",
+            "--model", "m", "--prompts", str(path), "--out", str(ctx.root / "out.jsonl")]
+
+
+def _prompts(content: str | bytes):
+    return lambda ctx: _generate_command(ctx, content)
 
 
 def _generate_refused(ctx: Ctx) -> list[str]:
-    path = ctx.root / "prompts.jsonl"
-    path.write_text('{"id": 1, "prompt": "hello"}\n{"id": 2, "prompt": "world"}\n')
-    return ["generate", "--endpoint", "openai", "--base-url", f"http://127.0.0.1:{closed_port()}/v1",
-            "--model", "m", "--prompts", str(path), "--out", str(ctx.root / "out.jsonl"),
-            "--set", "max_retries=1", "--set", "backoff_base=0.01", "--set", "timeout=5"]
+    return _generate_command(ctx, '{"id": 1, "prompt": "hello"}\n{"id": 2, "prompt": "world"}\n') + [
+        "--set", "max_retries=1", "--set", "backoff_base=0.01", "--set", "timeout=5"]
 
 
 def _nan_budget(spec: dict) -> None:
@@ -272,7 +272,7 @@ KNOWN_BUGS: dict[str, str] = {}  # case id -> the bug that makes it fail (strict
 BY_ID = {case.id: case for case in CASES}
 
 
-def _run_case(case: Case, root: Path, tiny: Path):
+def _run_case(case: Case, root: Path, tiny: Path, **run):
     root.mkdir(parents=True, exist_ok=True)
     (root / "cache").mkdir(exist_ok=True)
     (root / "home").mkdir(exist_ok=True)
@@ -280,22 +280,26 @@ def _run_case(case: Case, root: Path, tiny: Path):
     try:
         argv = case.build(ctx)
         env = cli_env(root, **ctx.env_extra)
-        return stillroom(argv, env, cwd=root, timeout=300, preexec_fn=ctx.preexec), ctx
+        return stillroom(argv, env, cwd=root, preexec_fn=ctx.preexec, **run), ctx
     finally:
         for stop in ctx.cleanup:
             stop()
 
 
-@pytest.fixture(scope="module")
-def outcomes(request, tmp_path_factory, tiny_model_dir):
-    """Run every selected case (four at a time) once; {case id: (Done, Ctx)}."""
+def run_cases(request, base: Path, tiny: Path, by_id: dict[str, Case], **run) -> dict:
+    """Run every case of ``by_id`` that the requesting module's selected tests use, once, four at a time and
+    the long ones first; {case id: (Done, Ctx)}. ``run``: options of relkit.stillroom (timeout, stdin)."""
     selected = [item.callspec.params["case_id"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "case_id" in item.callspec.params]
-    base = tmp_path_factory.mktemp("bad-input")
-    ordered = sorted(selected, key=lambda i: not BY_ID[i].slow)  # the long ones first
+    ordered = sorted(selected, key=lambda i: not by_id[i].slow)
     with ThreadPoolExecutor(4) as pool:
-        futures = {i: pool.submit(_run_case, BY_ID[i], base / i, tiny_model_dir) for i in ordered}
+        futures = {i: pool.submit(_run_case, by_id[i], base / i, tiny, **run) for i in ordered}
         return {i: f.result() for i, f in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory, tiny_model_dir):
+    return run_cases(request, tmp_path_factory.mktemp("bad-input"), tiny_model_dir, BY_ID, timeout=300)
 
 
 @pytest.mark.parametrize("case_id", [

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from relkit import PYTHON, cli_env, closed_port, half_written, meaningful_lines, rel_root, stillroom  # noqa: F401 (fixture)
-from test_rel_bad_input import RECORDS, Case, Ctx, _set
+from test_rel_bad_input import RECORDS, Case, Ctx, _prompts, _set, run_cases
 
 LONG = "x" * 300
 
@@ -121,15 +120,6 @@ def _predictions(content: bytes | None, name: str = "preds.txt"):
     return build
 
 
-def _prompts_file(content: bytes):
-    def build(ctx: Ctx) -> list[str]:
-        path = ctx.root / "prompts.jsonl"
-        path.write_bytes(content)
-        return ["generate", "--endpoint", "openai", "--base-url", f"http://127.0.0.1:{closed_port()}/v1",
-                "--model", "m", "--prompts", str(path), "--out", str(ctx.root / "out.jsonl")]
-    return build
-
-
 def _spec_bytes(content: bytes, name: str = "spec.toml"):
     def build(ctx: Ctx) -> list[str]:
         path = ctx.root / name
@@ -203,7 +193,7 @@ CASES = [
     Case("spec-name-too-long", lambda c: ["run", str(c.root / ("s" * 300 + ".toml"))], ("File name too long",)),
     Case("predictions-not-utf8", _predictions(b"ok\n\xff\xfe broken\n"), ("preds.txt", "not UTF-8")),
     Case("predictions-is-a-folder", _predictions(None), ("preds.txt", "folder where a file is expected")),
-    Case("prompts-not-utf8", _prompts_file(b'{"id": 1, "prompt": "caf\xe9"}\n'), ("prompts.jsonl", "not UTF-8")),
+    Case("prompts-not-utf8", _prompts(b'{"id": 1, "prompt": "caf\xe9"}\n'), ("prompts.jsonl", "not UTF-8")),
     Case("serve-port-out-of-range", lambda c: ["serve", str(c.tiny), "--port", "70000"],
          ("stillroom serve:", "--port", "65535")),
     Case("long-value-is-cut", lambda c: ["spec", "validate", c.edit(_set("budget.steps", "y" * 500_000))],
@@ -215,23 +205,11 @@ CASES = [
 BY_ID = {case.id: case for case in CASES}
 
 
-def _run_case(case: Case, root: Path, tiny: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cache").mkdir(exist_ok=True)
-    (root / "home").mkdir(exist_ok=True)
-    ctx = Ctx(root, tiny)
-    argv = case.build(ctx)
-    return stillroom(argv, cli_env(root, **ctx.env_extra), cwd=root, timeout=120, stdin=subprocess.DEVNULL), ctx
-
-
 @pytest.fixture(scope="module")
 def outcomes(request, tmp_path_factory, tiny_model_dir):
-    selected = [item.callspec.params["case_id"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec") and "case_id" in item.callspec.params]
-    base = tmp_path_factory.mktemp("hardening")
-    with ThreadPoolExecutor(4) as pool:
-        futures = {i: pool.submit(_run_case, BY_ID[i], base / i, tiny_model_dir) for i in selected}
-        return {i: f.result() for i, f in futures.items()}
+    # stdin not a terminal: `cache clear` must ask for --yes
+    return run_cases(request, tmp_path_factory.mktemp("hardening"), tiny_model_dir, BY_ID, timeout=120,
+                     stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("case_id", [c.id for c in CASES])
