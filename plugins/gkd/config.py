@@ -45,8 +45,9 @@ class GKDOptions(TrainingOptions):
     max_new_tokens: int = Field(128, ge=1, description="most tokens generated per on-policy completion")
     seq_kd: bool = Field(False, description="on batches that are not on-policy, train on teacher-sampled "
                                             "completions instead of the gold targets (sequence-level KD)")
-    max_length: int = Field(1024, ge=8, description="most tokens per training sequence (prompt + target); "
-                                                    "longer ones lose their oldest prompt tokens first")
+    max_length: int = Field(1024, ge=8, description="most tokens per training sequence (prompt + target), "
+                                                    "truncated as the student's own encoding does: the prompt "
+                                                    "keeps its end, the target at least half the window")
     loss: ComponentRef("loss") | None = Field(  # type: ignore[valid-type]
         None, description="replace TRL's generalized-JSD loss by a registered loss, e.g. \"tvd\" or "
                           "{kind = \"topk_forward_kl\", k = 20}; None keeps TRL's own loss with `beta`")

@@ -123,7 +123,8 @@ class GKD(Method):
         options = self.config
         output_dir = folder / "trainer"
         where = f"methods[{job.label}]"
-        dataset = Dataset.from_list(training.chat_records(budget.records, where))
+        rows = training.encoded_chat_records(student, budget.records, options.max_length, where)
+        dataset = Dataset.from_list(rows)
         settings = dict(lmbda=options.lmbda, beta=options.beta, temperature=options.temperature,
                         max_new_tokens=options.max_new_tokens, seq_kd=options.seq_kd, max_length=options.max_length)
         stage = stage_settings(job, "train")
@@ -155,8 +156,10 @@ class GKD(Method):
     @staticmethod
     def _stored_signals(trainer, teacher, student, loss) -> dict:
         """With a top-k loss, off-policy batches read the teacher's top-k from the signal store
-        (``stillroom.signals``) instead of running the teacher: the training rows, tokenized exactly as the
-        trainer's collator does, are captured once (or found captured by an earlier seed or run)."""
+        (``stillroom.signals``) instead of running the teacher: the training rows, exactly as the trainer's
+        collator lays them out, are captured once (or found captured by an earlier seed or run). The rows are the
+        student's own encoding (``training.encoded_chat_records``), so this is the capture logit_kd and
+        joint_teaching read over the same records and k: the teacher scores those tokens once for all three."""
         from stillroom.signals import SignalIndex, teacher_signals
 
         sequences = []

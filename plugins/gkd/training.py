@@ -74,6 +74,21 @@ def chat_records(records: list[dict[str, Any]], where: str) -> list[dict[str, An
     return rows
 
 
+def encoded_chat_records(student, records: list[dict[str, Any]], max_length: int,
+                         where: str) -> list[dict[str, Any]]:
+    """:func:`chat_records` tokenized by the student's own ``encode_example`` (chat-templated prompt, target,
+    EOS), as ``input_ids`` + ``completion_mask`` that TRL's ChatML collator takes as they are. Left to itself the
+    collator templates the whole conversation, which appends the template's newline after EOS as one more target
+    token; with the student's encoding gkd trains on exactly the tokens every other method (sft, logit_kd,
+    joint_teaching) trains on, so they share one teacher-signal capture."""
+    rows = []
+    for number, (row, record) in enumerate(zip(chat_records(records, where), records), 1):
+        ids, labels, _ = student.encode_example(record, max_length=max_length,
+                                                location=f"{where}: record {record.get('id', number)!r}")
+        rows.append({**row, "input_ids": list(ids), "completion_mask": [int(label != -100) for label in labels]})
+    return rows
+
+
 def prompt_records(records: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Records as a prompt-only conversational ``prompt`` column (the student completes them on-policy)."""
     rows = []
