@@ -3,8 +3,8 @@
 ``check_before_run`` opens every place the run will write or read at the end (the call cache, the results
 store, the output folder, evaluators' data folders) and turns what it finds wrong into one ``location: message``
 UserError. ``discard_unstarted`` removes a run folder this run created when the run fails before any stage
-finished, so a spec that fails its checks leaves nothing behind. This module only checks and removes; it
-never starts work.
+finished (or, past a data stage that only read files, before any other stage began), so a spec that fails its
+checks leaves nothing behind. This module only checks and removes; it never starts work.
 """
 
 from __future__ import annotations
@@ -79,12 +79,19 @@ def check_data_dir(value: Any, location: str) -> None:
         raise UserError(f"{folder} is empty", location)
 
 
-def discard_unstarted(folder: Path, created: bool) -> None:
+def discard_unstarted(folder: Path, created: bool, *, rebuildable: tuple[str, ...] = ()) -> None:
     """Remove ``folder`` when this run ``created`` it and no stage in it finished: a run that failed its checks
-    leaves no folder behind (and no half run for ``--resume`` to pick up)."""
+    leaves no folder behind (and no half run for ``--resume`` to pick up). The ``rebuildable`` stages (a data
+    stage that only read files) do not count, but then any other stage that has begun (a partial output, a
+    mid-stage checkpoint) keeps the folder, as a finished one does."""
     if not created or not folder.is_dir():
         return
-    if any((folder / "stages").rglob(".done")):
+    stages = folder / "stages"
+    begun = list(stages.iterdir()) if stages.is_dir() else []
+    others = [p for p in begun if p.name.removesuffix(".partial") not in rebuildable]
+    if any(p.is_dir() and any(p.rglob(".done")) for p in others):
+        return
+    if rebuildable and (others or (folder / "checkpoints").exists()):
         return
     shutil.rmtree(folder, ignore_errors=True)
     parent = folder.parent

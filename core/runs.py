@@ -474,21 +474,32 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     host.pm.hook.stillroom_run_started(run=run)
 
     # the data first: a missing or malformed data file is reported before any model is loaded (or trained)
+    calls_before_data = _endpoint_usage(list(endpoints.values()))["calls"]
     try:
         data = load_data(run_dir, data_gen)
     except UserError:
         runlock.release(folder)
-        preflight.discard_unstarted(folder, created)
+        preflight.discard_unstarted(folder, created, rebuildable=("data",))
         raise
+    # a data stage that called no endpoint only read files: rebuilding it costs seconds, so it alone does not keep
+    # the folder of a run that fails its checks (a student or teacher that cannot load, a method that refuses its
+    # teacher) before any method stage begins; a data stage that generated does keep it
+    rebuildable = ("data",) if _endpoint_usage(list(endpoints.values()))["calls"] == calls_before_data else ()
     teacher = None
     try:
-        teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
-        base_student = _build(host, "student", spec.student, context)
-        evaluated = _train_and_evaluate(host, spec, run, context, endpoints, teacher, base_student, data, evaluators,
-                                        launch, folder / ("spec" + spec_path.suffix), seeds)
-    finally:
+        try:
+            teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
+            base_student = _build(host, "student", spec.student, context)
+            evaluated = _train_and_evaluate(host, spec, run, context, endpoints, teacher, base_student, data,
+                                            evaluators, launch, folder / ("spec" + spec_path.suffix), seeds)
+        finally:
+            if process_rank() == 0:
+                _record_calls(run_dir, endpoints, teacher)
+    except UserError:
         if process_rank() == 0:
-            _record_calls(run_dir, endpoints, teacher)
+            runlock.release(folder)
+            preflight.discard_unstarted(folder, created, rebuildable=rebuildable)
+        raise
     lineage = {"teacher": teacher.endpoint.identity() if teacher is not None and getattr(teacher, "endpoint", None) else None,
                "data": {"kind": spec.data.kind, "options": spec.data.model_dump(mode="json"),
                         "checksum": run_dir.stage_metrics("data").get("checksum")},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from stillroom import Completion, Endpoint, GenerationRequest, Teacher
 
@@ -60,13 +60,15 @@ class HFEndpoint(Endpoint):
         self.refresh_fingerprint()
         return super().generate(requests, description=description)
 
-    def _generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+    def _generate(self, requests: list[GenerationRequest],
+                  cancelled: Callable[[int], bool] | None = None) -> list[list[Completion]]:
+        """``cancelled(index)`` (`stillroom serve`): request ``index`` has nobody waiting; see generation.generate."""
         was_training = self.model.training
         self.model.eval()
         try:
             with small_model_threads(self.model):
                 return generation.generate(self.model, self.tokenizer, requests, batch_size=self.batch_size,
-                                           is_encoder_decoder=self.is_encoder_decoder)
+                                           is_encoder_decoder=self.is_encoder_decoder, cancelled=cancelled)
         finally:
             if was_training:
                 self.model.train()

@@ -5,12 +5,16 @@ Per-row behaviour is what makes mixed batches possible and answers independent o
 processor picks every row's token itself (greedy, or temperature + top-p with the row's own seeded
 ``torch.Generator``) and a stopping criterion ends each row at its own EOS, stop string or ``max_tokens``.
 So a seeded request gives the same answer alone or in a batch, and any requests can share a batch.
+
+The same criterion ends the rows of a request nobody waits for any more (``cancelled``, set by `stillroom
+serve` when a client leaves, times out or the server stops): once every row is ended the batch stops, and the
+other rows of a partly cancelled batch go on exactly as they would have.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from stillroom import Completion, GenerationRequest, TokenLogprob
 
@@ -92,10 +96,11 @@ class _TokenChooser:
 
 
 class _RowStopper:
-    """Ends each row at an EOS token, at the first of its stop strings, or at its own ``max_tokens``, and
-    remembers where and why."""
+    """Ends each row at an EOS token, at the first of its stop strings, at its own ``max_tokens``, or as soon as
+    ``cancelled(row)`` says nobody waits for it, and remembers where and why."""
 
-    def __init__(self, rows: list[_Row], start: int, eos: list[int], tokenizer, device):
+    def __init__(self, rows: list[_Row], start: int, eos: list[int], tokenizer, device,
+                 cancelled: Callable[[int], bool] | None = None):
         import torch
 
         self.start = start
@@ -104,6 +109,7 @@ class _RowStopper:
         self.stops = [list(r.request.stop) for r in rows]
         self.window = max([4 * len(s) + 2 for stops in self.stops for s in stops] or [0])
         self.tokenizer = tokenizer
+        self.cancelled = cancelled
         self.length: dict[int, int] = {}
         self.reason: dict[int, str] = {}
 
@@ -119,7 +125,12 @@ class _RowStopper:
         for row, finished in enumerate(done_list):
             if row in self.length:
                 continue
-            if finished:
+            if self.cancelled is not None and self.cancelled(row):
+                # a flag read once per token: the batch ends within one step of its last row being cancelled
+                self.length[row] = generated
+                self.reason[row] = "cancelled"
+                done_list[row] = True
+            elif finished:
                 self.length[row] = generated - (1 if eos_list[row] else 0)
                 self.reason[row] = "eos" if eos_list[row] else "length"
             elif self.stops[row]:
@@ -159,7 +170,8 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:min(cuts)], True) if cuts else (text, False)
 
 
-def _run_rows(model, tokenizer, rows: list[_Row], eos: list[int], is_encoder_decoder: bool) -> list[Completion]:
+def _run_rows(model, tokenizer, rows: list[_Row], eos: list[int], is_encoder_decoder: bool,
+              cancelled: Callable[[int], bool] | None = None) -> list[Completion]:
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -176,7 +188,8 @@ def _run_rows(model, tokenizer, rows: list[_Row], eos: list[int], is_encoder_dec
     top_k = max((r.request.top_logprobs for r in rows if r.request.logprobs), default=0)
     chooser = _TokenChooser(rows, device, want_logprobs, top_k)
     start = 1 if is_encoder_decoder else width
-    stopper = _RowStopper(rows, start, eos, tokenizer, device)
+    row_cancelled = None if cancelled is None else (lambda i: cancelled(rows[i].request_index))
+    stopper = _RowStopper(rows, start, eos, tokenizer, device, row_cancelled)
     config = _generation_config(model, tokenizer, max(r.request.max_tokens for r in rows), eos)
     with torch.inference_mode():
         sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
@@ -196,7 +209,7 @@ def _run_rows(model, tokenizer, rows: list[_Row], eos: list[int], is_encoder_dec
         tokens = generated[i][:length]
         text = tokenizer.decode(tokens, skip_special_tokens=True)
         text, stopped = _cut_at_stop(text, request.stop)
-        reason = "stop" if stopped or ended != "length" else "length"
+        reason = "cancelled" if ended == "cancelled" else "stop" if stopped or ended != "length" else "length"
         token_logprobs = None
         if request.logprobs:
             token_logprobs = []
@@ -215,9 +228,13 @@ def _run_rows(model, tokenizer, rows: list[_Row], eos: list[int], is_encoder_dec
 
 
 def generate(model, tokenizer, requests: list[GenerationRequest], *, batch_size: int = 16,
-             is_encoder_decoder: bool = False) -> list[list[Completion]]:
+             is_encoder_decoder: bool = False,
+             cancelled: Callable[[int], bool] | None = None) -> list[list[Completion]]:
     """``request.n`` completions per request, in order. Rows (one per sample; one per greedy request) are
-    sorted by ``max_tokens`` and prompt length and cut into batches of ``batch_size``."""
+    sorted by ``max_tokens`` and prompt length and cut into batches of ``batch_size``. ``cancelled(index)``,
+    read before each batch and at every token (from another thread), says that nobody waits for request
+    ``index`` any more: its rows end at once with ``finish_reason="cancelled"`` (a batch of only such rows is
+    skipped or stops) and the other rows are unaffected."""
     eos = eos_ids(model, tokenizer)
     rows: list[_Row] = []
     answers: list[list[Completion | None]] = [[None] * r.n for r in requests]
@@ -242,7 +259,12 @@ def generate(model, tokenizer, requests: list[GenerationRequest], *, batch_size:
     rows.sort(key=lambda r: (r.request.max_tokens, len(r.ids)))
     for begin in range(0, len(rows), max(1, batch_size)):
         chunk = rows[begin:begin + batch_size]
-        for row, completion in zip(chunk, _run_rows(model, tokenizer, chunk, eos, is_encoder_decoder)):
+        if cancelled is not None and all(cancelled(row.request_index) for row in chunk):
+            done = [Completion(text="", finish_reason="cancelled", tokens=[] if row.request.logprobs else None,
+                               prompt_tokens=len(row.ids)) for row in chunk]
+        else:
+            done = _run_rows(model, tokenizer, chunk, eos, is_encoder_decoder, cancelled)
+        for row, completion in zip(chunk, done):
             answers[row.request_index][row.sample] = completion
             for copy in row.copies:
                 answers[row.request_index][copy] = completion.model_copy(deep=True)

@@ -119,7 +119,8 @@ class Batcher:
     One batch runs at a time, in a worker thread, so the event loop keeps accepting requests. Between batches
     the worker picks again among everything waiting, shortest ``max_tokens`` first, so a small request is not
     stuck behind long ones (a batch lasts as long as its longest row); requests whose client left or whose
-    time ran out are dropped before they start."""
+    time ran out are dropped before they start, and while they generate their rows end at the next token (a
+    batch whose every request is cancelled stops; the rest of a partly cancelled batch runs on)."""
 
     def __init__(self, endpoint, *, max_batch: int, wait_s: float):
         self.endpoint = endpoint
@@ -131,6 +132,8 @@ class Batcher:
         self.batches = 0
         self.sequences = 0
         self.cancelled = 0
+        self.stopped_batches = 0  # batches ended early because every request in them was cancelled
+        self.cancelled_sequences = 0  # completions cut short (or never started): their request was cancelled
         self._order = 0
         self.running: list[Ticket] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -140,6 +143,7 @@ class Batcher:
         """Fail every waiting and running request with ShuttingDown (their handlers answer 503)."""
         self.closing = True
         for ticket in [*self.waiting, *self.running]:
+            ticket.cancelled = True  # the running batch stops at its next token, so the process can exit
             if not ticket.future.done():
                 ticket.future.set_exception(ShuttingDown("the server is shutting down"))
         self.waiting.clear()
@@ -207,9 +211,12 @@ class Batcher:
             flat = [r for ticket, begin, end in parts for r in ticket.requests[begin:end]]
             self.batches += 1
             self.sequences += sum(r.n for r in flat)
-            self.running = [ticket for ticket, _, _ in parts]
+            self.running = tickets = [ticket for ticket, _, _ in parts]
+            owners = [ticket for ticket, begin, end in parts for _ in range(begin, end)]
+            # read by the generation thread at every token; set here, on the event loop, by cancel/shut_down
+            generate = functools.partial(self.endpoint._generate, flat, cancelled=lambda i: owners[i].cancelled)
             try:
-                answers = await loop.run_in_executor(None, self.endpoint._generate, flat)
+                answers = await loop.run_in_executor(None, generate)
             except Exception as exc:  # answer every waiting handler, keep serving
                 for ticket in self.running:
                     if not ticket.future.done():
@@ -217,6 +224,10 @@ class Batcher:
                 continue
             finally:
                 self.running = []
+            cut = sum(c.finish_reason == "cancelled" for completions in answers for c in completions)
+            self.cancelled_sequences += cut
+            if cut and all(ticket.cancelled for ticket in tickets):
+                self.stopped_batches += 1
             start = 0
             for ticket, begin, end in parts:
                 ticket.fill(begin, answers[start:start + end - begin])
@@ -446,7 +457,8 @@ def create_app(endpoint, *, name: str, max_batch: int = 16, batch_wait_s: float 
     @app.get("/stats")
     async def stats():
         return {"requests": batcher.requests, "batches": batcher.batches, "sequences": batcher.sequences,
-                "cancelled": batcher.cancelled, "waiting": len(batcher.waiting)}
+                "cancelled": batcher.cancelled, "waiting": len(batcher.waiting),
+                "stopped_batches": batcher.stopped_batches, "cancelled_sequences": batcher.cancelled_sequences}
 
     @app.get("/v1/models")
     async def models():

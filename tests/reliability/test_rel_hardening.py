@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from relkit import PYTHON, cli_env, closed_port, half_written, meaningful_lines, rel_root, stillroom  # noqa: F401 (fixture)
-from test_rel_bad_input import RECORDS, Case, Ctx, _prompts, _set, run_cases
+from test_rel_bad_input import RECORDS, Case, Ctx, _prompts, _set, _with_teacher, run_cases
 
 LONG = "x" * 300
 
@@ -128,6 +128,16 @@ def _spec_bytes(content: bytes, name: str = "spec.toml"):
     return build
 
 
+def _gkd_with_an_api_teacher(ctx: Ctx) -> list[str]:
+    """GKD needs the teacher's full logits; an API teacher has none. The method says so when it starts, after
+    the data stage has read the file: that stage alone must not keep the run folder."""
+    def change(spec: dict):
+        spec["endpoints"] = {"t": {"kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1", "model": "m"}}
+        spec["teacher"] = {"kind": "api", "endpoint": "t"}
+        spec["methods"] = [{"kind": "gkd"}]
+    return ["run", ctx.edit(change)]
+
+
 def _output_dir(value: str):
     def build(ctx: Ctx) -> list[str]:
         (ctx.root / "a-file").write_text("x\n")
@@ -174,6 +184,14 @@ CASES = [
     Case("damaged-store-run", _damaged_store("run"), ("leaderboard.sqlite", "damaged")),
     Case("damaged-store-leaderboard", _damaged_store("leaderboard"), ("leaderboard.sqlite", "damaged")),
     Case("cache-not-a-database", _damaged_cache, ("calls.sqlite", "cannot be read")),
+    # --- models that cannot load, and a method that refuses its teacher after the data stage: no run folder left
+    Case("student-model-missing-no-folder", lambda c: ["run", c.edit(_set("student.model", str(c.root / "no-model")))],
+         ("student.model", "no-model", "does not exist")),
+    Case("teacher-model-missing-no-folder", lambda c: ["run", c.edit(_with_teacher(
+        {"kind": "hf", "model": str(c.root / "no-teacher"), "device": "cpu"}))], ("teacher.model", "no-teacher")),
+    Case("teacher-not-a-model-no-folder", lambda c: ["run", c.edit(_with_teacher(
+        {"kind": "hf", "model": str(c.root / "home"), "device": "cpu"}))], ("teacher.model", "no config.json")),
+    Case("method-refuses-its-teacher-no-folder", _gkd_with_an_api_teacher, ("methods[gkd]", "white-box teacher")),
     # --- data
     Case("prompt-null", _data("null.jsonl", _lines(RECORDS[0], {"prompt": None, "target": "t"})),
          ("null.jsonl:2", "field 'prompt' is null")),
