@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
-from stillroom import ComponentConfig, Dataset, Generator, Judge, JudgeItem, Judgment, UserError
+from stillroom import ComponentConfig, Dataset, Generator, InstructionWriter, Judge, JudgeItem, Judgment, UserError
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 EXPRESSION = re.compile(r"what is\s+([0-9+\-*() ]+?)\s*\?", re.IGNORECASE)
@@ -228,74 +228,113 @@ def _digits_range(n: int) -> tuple[int, int]:
     return (0, 9) if digits == 1 else (10 ** (digits - 1), 10 ** digits - 1)
 
 
-class ArithmeticVariations(Generator):
+@dataclass(frozen=True)
+class Ranges:
+    """The data's difficulty as far as a variation needs it: which operators, which operands."""
+
+    operators: tuple[str, ...]
+    min_operand: int
+    max_operand: int
+    max_multiplier: int
+    allow_negative: bool
+
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> "Ranges | None":
+        """The ranges a record states (the ``arithmetic`` generator writes its difficulty into every record),
+        or None when it states none."""
+        task = record.get("difficulty")
+        if not isinstance(task, dict):
+            return None
+        try:
+            operators = tuple(op for op in task["operators"] if op in OPS)
+            return cls(operators or ("+",), int(task["min_operand"]), int(task["max_operand"]),
+                       int(task.get("max_multiplier", 9)), bool(task.get("allow_negative", False)))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @classmethod
+    def of_problems(cls, problems: list[Problem]) -> "Ranges":
+        """The narrowest ranges holding every problem given (for data that does not state its difficulty)."""
+        plain = [p.first for p in problems] + [n for p in problems for op, n in p.steps if op != "*"]
+        factors = [n for p in problems for op, n in p.steps if op == "*"]
+        operators = tuple(sorted({op for p in problems for op, _ in p.steps})) or ("+",)
+        return cls(operators, min(plain or [0]), max(plain or [0]), max(factors or [0]),
+                   any(v < 0 for p in problems for v in p.values()))
+
+    def operand(self, rng: random.Random, op: str, like: int | None) -> int:
+        """An operand for ``op`` inside these ranges; of the same number of digits as ``like`` where the
+        ranges hold such numbers."""
+        if op == "*":
+            return rng.randint(min(self.min_operand, self.max_multiplier), self.max_multiplier)
+        low, high = self.min_operand, self.max_operand
+        if like is not None:
+            size_low, size_high = _digits_range(like)
+            if max(low, size_low) <= min(high, size_high):
+                low, high = max(low, size_low), min(high, size_high)
+        return rng.randint(low, high)
+
+
+class ArithmeticVariations(Generator, InstructionWriter):
     """Writes new arithmetic problems from seed problems (same operators and operand sizes for hard seeds,
-    re-drawn operators for easy ones), with gold answers; used as Lion's instruction generator offline."""
+    re-drawn operators for easy ones), with gold answers; used as Lion's instruction generator offline.
+
+    Operators and operand ranges come from the data itself, never from an option of this writer: a seed
+    record's ``difficulty`` (what the ``arithmetic`` generator used), else the ranges of all seeds asked
+    about in the same call. So a variation never leaves the task the teacher and the test split come from."""
 
     name = "arithmetic_variations"
 
     class Config(ComponentConfig):
-        operators: list[str] = Field(default_factory=lambda: ["+", "-"],
-                                     description="operators an easy variation may draw (the task's own set)")
-        max_operand: int = Field(99, ge=1, description="largest operand of a variation (keep it the task's)")
-        max_multiplier: int = Field(9, ge=1, description="largest right-hand operand of '*'")
-        allow_negative: bool = Field(False, description="allow results below zero (the task's setting)")
         redraws: int = Field(50, ge=1, description="draws tried per candidate before it is given up as invalid")
 
     def build_dataset(self) -> Dataset:
         raise UserError("arithmetic_variations writes new instructions from seeds inside the lion method; it "
                         "cannot be a spec's [data] (use kind = 'arithmetic' there)", "data.kind")
 
-    @property
-    def endpoint(self):
-        return None
-
-    def _operand(self, rng: random.Random, op: str, like: int | None) -> int:
-        if op == "*":
-            return rng.randint(0, self.config.max_multiplier)
-        if like is None:
-            return rng.randint(0, self.config.max_operand)
-        low, high = _digits_range(like)
-        return rng.randint(low, min(high, self.config.max_operand))
-
-    def _vary(self, seed: Problem, mode: str, rng: random.Random) -> Problem | None:
+    def _vary(self, seed: Problem, mode: str, rng: random.Random, ranges: Ranges) -> Problem | None:
         for _ in range(self.config.redraws):
             if mode == "hard":
-                ops = [op for op, _ in seed.steps]
-                first = rng.randint(*_digits_range(seed.first)) if seed.first <= self.config.max_operand else \
-                    rng.randint(0, self.config.max_operand)
-                steps = tuple((op, self._operand(rng, op, n)) for op, n in seed.steps)
+                first = ranges.operand(rng, "+", seed.first)
+                steps = tuple((op, ranges.operand(rng, op, n)) for op, n in seed.steps)
             else:
-                choices = [op for op in self.config.operators if op in OPS] or ["+"]
+                choices = list(ranges.operators)
                 ops = [rng.choice(choices) for _ in seed.steps]
                 if len(set(choices)) > 1 and ops == [op for op, _ in seed.steps]:
                     i = rng.randrange(len(ops))
                     ops[i] = rng.choice([op for op in choices if op != ops[i]])
-                first = rng.randint(0, self.config.max_operand)
-                steps = tuple((op, self._operand(rng, op, None)) for op in ops)
+                first = ranges.operand(rng, "+", None)
+                steps = tuple((op, ranges.operand(rng, op, None)) for op in ops)
             problem = Problem(first, steps, seed.story)
-            if self.config.allow_negative or min(problem.values() or [0]) >= 0:
+            if ranges.allow_negative or min(problem.values() or [0]) >= 0:
                 return problem
         return None
 
     def propose(self, asks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One candidate per ask ``{"seed": pool record, "mode": "hard"|"easy", "key": unique draw key}``."""
         out = []
-        for ask in asks:
+        parsed = [parse_problem(str(ask["seed"]["prompt"])) for ask in asks]
+        observed = None
+        for ask, seed in zip(asks, parsed):
             seed_text = str(ask["seed"]["prompt"])
-            seed = parse_problem(seed_text)
+            ranges = Ranges.of_record(ask["seed"])
+            if ranges is None and seed is not None:
+                observed = observed or Ranges.of_problems([p for p in parsed if p is not None])
+                ranges = observed
             rng = random.Random(int.from_bytes(hashlib.sha256(str(ask["key"]).encode()).digest()[:8], "big"))
             base = {"seed_id": ask["seed"].get("id"), "seed_prompt": seed_text, "mode": ask["mode"]}
             if seed is None:
                 out.append({**base, "prompt": "", "rejected": "seed is not an arithmetic problem"})
                 continue
-            problem = self._vary(seed, ask["mode"], rng)
+            problem = self._vary(seed, ask["mode"], rng, ranges)
             if problem is None:
                 out.append({**base, "prompt": "", "rejected": f"no valid variation in {self.config.redraws} draws"})
                 continue
-            out.append({**base, "prompt": problem.prompt(), "answer": str(problem.answer),
-                        "rationale": problem.rationale(), "target": problem.target(),
-                        "expression": problem.expression()})
+            written = {**base, "prompt": problem.prompt(), "answer": str(problem.answer),
+                       "rationale": problem.rationale(), "target": problem.target(),
+                       "expression": problem.expression()}
+            if isinstance(ask["seed"].get("difficulty"), dict):
+                written["difficulty"] = ask["seed"]["difficulty"]  # a new problem is of the seed's task
+            out.append(written)
         return out
 
     def rejects(self, candidate: dict[str, Any], avoid: set[str]) -> str | None:

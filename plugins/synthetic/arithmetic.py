@@ -21,6 +21,10 @@ ANSWER_PREFIX = "The answer is"
 TEST_SHARE = 0.1
 """Share of all possible problems reserved for test splits. Fixed, so the quickstart teacher (trained on the
 other side) never saw any test problem a generator can produce."""
+VALIDATION_SHARE = 0.1
+"""The next share, reserved for validation splits (choices such as a method's options are made there, never
+on the test split): disjoint from test and train for every seed and size."""
+SHARES = {"test": TEST_SHARE, "validation": VALIDATION_SHARE, "train": 1 - TEST_SHARE - VALIDATION_SHARE}
 
 # Word-problem templates: one opening line, then one clause per operation.
 _NAMES = ["Ada", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemi", "Luis"]
@@ -86,9 +90,11 @@ class Problem:
 
 
 def split_of(problem: Problem) -> str:
-    """``"test"`` for the fixed share of problems reserved for evaluation, else ``"train"``."""
+    """``"test"`` or ``"validation"`` for the fixed shares of problems reserved for evaluation and for
+    choices, else ``"train"``."""
     digest = hashlib.sha256(problem.expression().encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < TEST_SHARE else "train"
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if position < TEST_SHARE else "validation" if position < TEST_SHARE + VALIDATION_SHARE else "train"
 
 
 def draw_problem(rng: random.Random, task: ArithmeticTask) -> Problem:
@@ -122,14 +128,23 @@ def stream(task: ArithmeticTask, split: str, seed: int) -> Iterator[Problem]:
             yield problem
 
 
-def record(problem: Problem, split: str, index: int, story: random.Random | None) -> dict[str, Any]:
-    return {"id": f"arithmetic-{split}-{index:05d}", "prompt": problem.prompt(story), "target": problem.target(),
-            "answer": str(problem.answer), "rationale": problem.rationale(), "expression": problem.expression()}
+def record(problem: Problem, split: str, index: int, story: random.Random | None,
+           task: ArithmeticTask | None = None) -> dict[str, Any]:
+    out = {"id": f"arithmetic-{split}-{index:05d}", "prompt": problem.prompt(story), "target": problem.target(),
+           "answer": str(problem.answer), "rationale": problem.rationale(), "expression": problem.expression()}
+    if task is not None:
+        # the task it was drawn from, so a component that writes new problems from these (Lion's offline
+        # instruction writer) takes its ranges from the data and cannot drift from it
+        out["difficulty"] = task.model_dump(mode="json", include=DIFFICULTY_FIELDS)
+    return out
+
+
+DIFFICULTY_FIELDS = {"operations", "operators", "min_operand", "max_operand", "max_multiplier", "allow_negative"}
 
 
 def draw_split(task: ArithmeticTask, split: str, size: int, seed: int) -> list[dict[str, Any]]:
     """``size`` distinct problems from one side of the split, as records."""
-    share = TEST_SHARE if split == "test" else 1 - TEST_SHARE
+    share = SHARES[split]
     available = int(problem_space(task) * share * 0.5)  # negatives and hash luck shrink the space; stay clear
     if size > available:
         raise UserError(f"cannot draw {size} distinct {split} problems: this difficulty has only about "
@@ -145,7 +160,7 @@ def draw_split(task: ArithmeticTask, split: str, size: int, seed: int) -> list[d
             continue
         seen.add(problem.expression())
         phrased = story if task.word_problems and story.random() < task.word_problems else None
-        rows.append(record(problem, split, len(rows), phrased))
+        rows.append(record(problem, split, len(rows), phrased, task))
     return rows
 
 
@@ -161,5 +176,7 @@ class ArithmeticGenerator(Generator):
 
     def build_dataset(self) -> Dataset:
         cfg = self.config
-        return {split: draw_split(cfg.difficulty, split, size, self.seed)
-                for split, size in (("train", cfg.train_size), ("test", cfg.test_size))}
+        sizes = [("train", cfg.train_size), ("test", cfg.test_size)]
+        if cfg.validation_size:  # only when asked for, so existing datasets (and their checksums) stay as they were
+            sizes.append(("validation", cfg.validation_size))
+        return {split: draw_split(cfg.difficulty, split, size, self.seed) for split, size in sizes}

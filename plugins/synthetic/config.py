@@ -42,6 +42,8 @@ class ArithmeticConfig(ComponentConfig):
 
     train_size: int = Field(2000, ge=0, description="training problems")
     test_size: int = Field(300, ge=0, description="held-out problems (the quickstart uses at least 200)")
+    validation_size: int = Field(0, ge=0, description="problems of a 'validation' split, disjoint from train and "
+                                                      "test, for choices (tuning, early stopping); 0: no such split")
     seed: int | None = Field(None, description="seed of the problem draw; default: the run's seed")
     difficulty: ArithmeticTask = Field(default_factory=ArithmeticTask, description="what the problems look like")
 
@@ -70,7 +72,7 @@ class TeacherTraining(ComponentConfig):
     steps: int = Field(1500, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="problems per step, freshly drawn from the task's training side "
                                                   "(many small steps beat big ones for models this small)")
-    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate (linear warm-up, cosine decay)")
+    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate (the engine's linear warm-up and decay)")
     warmup_steps: int = Field(50, ge=0, description="steps of linear learning-rate warm-up")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     seed: int = Field(0, description="seed of initialisation and of the training problems")
@@ -92,6 +94,37 @@ class QuickstartTeacherConfig(ComponentConfig):
     device: str = Field("auto", description="device of the hf endpoint: auto, cpu, cuda, mps")
 
 
+def _generic_corpus() -> "ArithmeticTask":
+    # Single-operation sums and differences of numbers 0-60: every intermediate step of a two-operation problem
+    # on 0-20 has this shape, but no two-operation problem (the quickstart's task) is ever in the corpus.
+    return ArithmeticTask(operations=1, max_operand=60)
+
+
+class StudentPretraining(ComponentConfig):
+    """Pretraining of the quickstart student on generic text of the task's domain, done once and cached: real
+    students are pretrained language models, not random weights. Never the task's own training problems."""
+
+    corpus: ArithmeticTask = Field(default_factory=_generic_corpus,
+                                   description="what the generic text looks like; default: single-operation "
+                                               "facts such as 37+12=49 on operands 0-60 (one operation, so never "
+                                               "a problem of a two-operation task)")
+    steps: int = Field(1500, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="texts per step, freshly drawn from the corpus")
+    learning_rate: float = Field(1e-2, gt=0, description="peak AdamW learning rate (linear warm-up and decay)")
+    warmup_steps: int = Field(50, ge=0, description="steps of linear learning-rate warm-up")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    seed: int = Field(0, description="seed of the corpus draw (the weights start from the student's seed)")
+    eval_size: int = Field(200, ge=0, description="held-out corpus texts scored after pretraining (recorded "
+                                                  "in the cache folder's training.json)")
+
+    @model_validator(mode="after")
+    def _check_corpus(self):
+        if self.corpus.operations > 1:
+            raise ValueError("corpus.operations must be 1: the generic corpus holds single facts, so that no "
+                             "multi-step task problem is ever pretrained on")
+        return self
+
+
 class QuickstartStudentConfig(ComponentConfig):
     """Options of the ``quickstart`` student."""
 
@@ -99,6 +132,9 @@ class QuickstartStudentConfig(ComponentConfig):
                                   description="the student's architecture (keep it at least 4x smaller than "
                                               "the teacher)")
     seed: int = Field(0, description="seed of the random initial weights")
+    pretraining: StudentPretraining | None = Field(
+        None, description="pretrain the student once on generic text of the task's domain (cached with its "
+                          "lineage); none: the student starts from random weights")
     batch_size: int = Field(64, ge=1, description="prompts per generation batch")
     device: str = Field("auto", description="device: auto, cpu, cuda, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -26,7 +26,8 @@ from stillroom.plugins.synthetic.char_tokenizer import ALPHABET, CHAT_TEMPLATE, 
 from stillroom.plugins.synthetic.config import QuickstartStudentConfig, QuickstartTeacherConfig
 
 # Bump when the training code or the saved layout changes, so old cached models are not reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4  # 3: the teacher trains through the engine (linear schedule); 4: a validation share
+# of problems is carved out of the training side (the teacher no longer trains on it); students may be pretrained
 TRAINING_FILE = "training.json"
 
 
@@ -89,16 +90,32 @@ def cached_model(key: str, build: Callable[[Path], dict[str, Any]]) -> Path:
 
 def held_out_accuracy(model, tokenizer, config: QuickstartTeacherConfig) -> float | None:
     """Exact match of the final answer on problems from the task's test side (never trained on)."""
+    return task_accuracy(model, tokenizer, config.task, config.training.eval_size)
+
+
+def task_accuracy(model, tokenizer, task, size: int) -> float | None:
+    """Exact match of the final answer on ``size`` problems from ``task``'s test side."""
     from stillroom.plugins.synthetic.training import greedy_generate
 
-    size = config.training.eval_size
+    from stillroom.plugins.synthetic.arithmetic import SHARES, problem_space
+
+    size = min(size, int(problem_space(task) * SHARES["test"] * 0.5))  # a small corpus has few test problems
     if not size:
         return None
-    problems = draw_split(config.task, "test", size, seed=10_007)
+    problems = draw_split(task, "test", size, seed=10_007)
     longest = max(len(tokenizer(p["target"], add_special_tokens=False)["input_ids"]) for p in problems)
     outputs = greedy_generate(model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=longest + 8)
     suffix = [f"The answer is {p['answer']}." for p in problems]
     return sum(out.strip().endswith(tail) for out, tail in zip(outputs, suffix)) / len(problems)
+
+
+def weights_checksum(folder: Path) -> str:
+    """sha256 of the saved weight files, so a run can say exactly which base it started from."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def train_teacher(config: QuickstartTeacherConfig, folder: Path) -> dict[str, Any]:
@@ -131,14 +148,55 @@ def train_teacher(config: QuickstartTeacherConfig, folder: Path) -> dict[str, An
 
 
 def save_student(config: QuickstartStudentConfig, folder: Path) -> dict[str, Any]:
-    """Save a randomly initialised student (model and tokenizer) into ``folder``."""
+    """Save the student (model and tokenizer) into ``folder``: random weights, then pretrained on the generic
+    corpus when ``config.pretraining`` is set. Returns its lineage (what the cache records)."""
     from stillroom.plugins.synthetic.training import build_llama, parameter_count
 
     tokenizer = char_tokenizer()
     model = build_llama(tokenizer, config.shape, seed=config.seed)
+    lineage: dict[str, Any] = {"role": "student", "parameters": parameter_count(model),
+                               "config": config.model_dump(mode="json"), "pretrained": False}
+    if config.pretraining is not None:
+        lineage.update(pretrain_student(model, tokenizer, config))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return {"role": "student", "parameters": parameter_count(model), "config": config.model_dump(mode="json")}
+    lineage["checksum"] = weights_checksum(folder)
+    return lineage
+
+
+def pretrain_student(model, tokenizer, config: QuickstartStudentConfig) -> dict[str, Any]:
+    """Pretrain ``model`` in place on the generic corpus (single-operation facts, never a task problem);
+    returns the lineage: what it was pretrained on, for how long, and how well it knows the corpus."""
+    import torch
+
+    from stillroom.plugins.synthetic.training import parameter_count, train_on_task
+
+    pretraining = config.pretraining
+    corpus = pretraining.corpus
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # models this small train fastest on one thread (see quickstart.DEFAULT_THREADS)
+    try:
+        _say(f"pretraining the quickstart student once ({parameter_count(model):,} parameters, "
+             f"{pretraining.steps} steps on generic arithmetic facts); later runs load it from the cache")
+        metrics = train_on_task(model, tokenizer, corpus, pretraining, description="quickstart student pretraining",
+                                location="student.pretraining")
+        accuracy = task_accuracy(model, tokenizer, corpus, pretraining.eval_size)
+    finally:
+        torch.set_num_threads(previous_threads)
+    global PRETRAININGS
+    PRETRAININGS += 1
+    shown = f"{accuracy:.3f}" if accuracy is not None else "not measured"
+    _say(f"student pretrained in {metrics['train_seconds']:.0f} s; exact match on held-out corpus facts {shown}")
+    return {"pretrained": True,
+            "pretrained_on": f"{corpus.operations}-operation facts ({' '.join(corpus.operators)}) on operands "
+                             f"{corpus.min_operand}-{corpus.max_operand}, chat-formatted, drawn fresh each step",
+            "pretraining": pretraining.model_dump(mode="json"), "pretraining_loss": metrics["loss"],
+            "pretraining_steps": metrics["steps"], "pretraining_seconds": metrics["train_seconds"],
+            "corpus_held_out_exact_match": accuracy}
+
+
+PRETRAININGS = 0
+"""How many times this process pretrained a student (a test asserts a cached base is not pretrained again)."""
 
 
 class QuickstartTeacher(Teacher):
@@ -161,17 +219,21 @@ class QuickstartTeacher(Teacher):
 
 
 class QuickstartStudent(Student):
-    """A random-initialised tiny character-level Llama sharing the quickstart teacher's tokenizer; trains and
-    generates as an hf student."""
+    """A tiny character-level Llama sharing the quickstart teacher's tokenizer, random-initialised or (with
+    ``pretraining``) pretrained once on generic arithmetic text and cached; trains and generates as an hf
+    student."""
 
     name = "quickstart"
     Config = QuickstartStudentConfig
 
     def __init__(self, config=None, context=None):
         super().__init__(config, context)
-        options = self.config.model_dump(mode="json", include={"shape", "seed"})
+        options = self.config.model_dump(mode="json", include={"shape", "seed", "pretraining"})
+        if options.get("pretraining") is None:
+            options.pop("pretraining")  # the key of a random-initialised student stays what it always was
         self.initial_path = cached_model(cache_key("quickstart-student", options),
                                          lambda d: save_student(self.config, d))
+        self.lineage = json.loads((self.initial_path / TRAINING_FILE).read_text())
         self.hf = self.context.build("student", "hf", model=str(self.initial_path), init="pretrained",
                                      batch_size=self.config.batch_size, device=self.config.device,
                                      dtype=self.config.dtype)
@@ -204,6 +266,9 @@ class QuickstartStudent(Student):
 
     def fit(self, records: list[dict[str, Any]], **options) -> dict[str, Any]:
         return self.hf.fit(records, **options)
+
+    def encode_example(self, record: dict[str, Any], **options):
+        return self.hf.encode_example(record, **options)
 
     def __getattr__(self, name: str):
         if name == "hf" or name.startswith("__"):

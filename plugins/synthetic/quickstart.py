@@ -26,10 +26,15 @@ DEFAULT_THREADS = 1
 # the spec later get the fast treatment too (they honour the shared budget).
 FAST_OVERRIDES: dict[str, Any] = {
     "name": "quickstart-fast",
-    "data": {"train_size": 64, "test_size": 40},  # train_size = train_examples: every method takes all of them
+    "data": {"train_size": 64, "test_size": 40, "validation_size": 40},  # train_size = train_examples: every
+    # method takes all of them
     "teacher": {"shape": {"layers": 1, "hidden": 32, "heads": 2},
-                "training": {"steps": 100, "batch_size": 32, "warmup_steps": 10, "eval_size": 40}},
-    "student": {"shape": {"layers": 1, "hidden": 16, "heads": 2}},
+                # a high learning rate: in 100 steps the teacher learns at least the answer format, so
+                # methods that parse its answers (step_by_step's rationales) have something to read
+                "training": {"steps": 100, "batch_size": 32, "warmup_steps": 10, "eval_size": 40,
+                             "learning_rate": 1e-2}},
+    "student": {"shape": {"layers": 1, "hidden": 16, "heads": 2},
+                "pretraining": {"steps": 30, "batch_size": 16, "warmup_steps": 3, "eval_size": 20}},
     "budget": {"train_examples": 64, "steps": 20, "batch_size": 16},
 }
 
@@ -61,14 +66,19 @@ def fast_spec(spec: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def run_quickstart(output_dir: Path, *, fast: bool = False, resume: bool = False,
-                   threads: int | None = DEFAULT_THREADS,
+                   threads: int | None = DEFAULT_THREADS, jobs: str | int | None = 1,
                    console=None):
-    """Execute the packaged spec (or its fast variant); returns (run, rows of this run, seconds)."""
+    """Execute the packaged spec (or its fast variant), ``jobs`` method x seed entries at a time (a number or
+    ``auto``: one per core); returns (run, rows of this run, seconds)."""
     import torch
 
+    from stillroom.entries import LaunchOptions, parse_jobs, visible_gpus
     from stillroom.runs import execute
     from stillroom.store import ResultsStore
 
+    count = parse_jobs(jobs)
+    # each entry process trains on `threads` threads (tiny models: one), so `auto` fills every core
+    launch = LaunchOptions(jobs=count, threads_per_job=threads or 1, gpus=visible_gpus()) if count > 1 else None
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if threads:
@@ -79,7 +89,7 @@ def run_quickstart(output_dir: Path, *, fast: bool = False, resume: bool = False
             if fast:
                 path = Path(scratch) / "quickstart-fast.json"
                 path.write_text(json.dumps(fast_spec(), indent=2))
-            run = execute(path, resume=resume, console=console, output_dir=output_dir)
+            run = execute(path, resume=resume, console=console, output_dir=output_dir, launch=launch)
     finally:
         torch.set_num_threads(previous_threads)
     with ResultsStore.default() as store:
@@ -87,41 +97,62 @@ def run_quickstart(output_dir: Path, *, fast: bool = False, resume: bool = False
     return run, rows, time.perf_counter() - started
 
 
-def summary_table(rows: list[dict[str, Any]]):
-    """One line per model: exact match with its 95% interval, rationale ROUGE-L, the share of the
-    teacher-base gap closed, and each method's training wall time and teacher calls."""
-    from rich.table import Table
+def _metric_name(key: str) -> str:
+    return {"exact_match/exact_match": "exact match", "exact_match/rationale_rougeL": "rationale ROUGE-L"}.get(
+        key, key.split("/")[-1].replace("_", " "))
 
-    by_model: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        by_model.setdefault(row["model"], {})[row["metric"]] = row
-    anchors = {next(iter(m.values()))["role"]: m.get("exact_match", {}).get("value") for m in by_model.values()}
-    table = Table(title="quickstart leaderboard (held-out problems)")
-    # the model and interval columns never shrink, so the table stays readable on an 80-column terminal
-    # (headers wrap instead)
-    widths = {"model": 14, "95% CI": 11}
-    for column in ("model", "exact match", "95% CI", "rationale ROUGE-L", "gap closed", "wall s", "teacher calls"):
-        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column in widths,
-                         min_width=widths.get(column))
-    for name, metrics in by_model.items():
-        first = next(iter(metrics.values()))
-        accuracy, rouge = metrics.get("exact_match"), metrics.get("rationale_rougeL")
-        gap = ""
-        if first["role"] == "method" and accuracy and None not in (anchors.get("teacher"), anchors.get("base")) \
-                and anchors["teacher"] != anchors["base"]:
-            gap = f"{(accuracy['value'] - anchors['base']) / (anchors['teacher'] - anchors['base']):.0%}"
-        label = name.rsplit("/", 1)[-1]
-        if first.get("method") and first["method"] != label:
-            label = f"{label} ({first['method']})"
-        table.add_row(
-            label,
-            f"{accuracy['value']:.3f}" if accuracy else "",
-            f"{accuracy['ci_low']:.3f}-{accuracy['ci_high']:.3f}" if accuracy and accuracy.get("ci_low") is not None else "",
-            f"{rouge['value']:.3f}" if rouge else "",
-            gap,
-            f"{first['wall_seconds']:.1f}" if first.get("wall_seconds") is not None else "",
-            str(first["teacher_calls"]) if first.get("teacher_calls") is not None else "")
-    return table
+
+def verdict_sentences(entries: list[dict[str, Any]]) -> list[str]:
+    """One plain sentence per verdict that found a difference (``better`` or ``worse`` than the reference):
+    which entry, which metric, by how much, with the interval and the adjusted p-value."""
+    out = []
+    for entry in entries:
+        if entry["role"] != "method":  # the teacher and the base are anchors, not candidates
+            continue
+        for key, metric in entry["metrics"].items():
+            if metric.get("verdict") not in ("better", "worse") or metric.get("diff_vs_reference") is None:
+                continue
+            reference = (entry.get("reference") or "").rsplit("/", 1)[-1]
+            diff = metric["diff_vs_reference"]
+            interval = ""
+            if metric.get("diff_ci_low") is not None and metric.get("diff_ci_high") is not None:
+                interval = f" (95% interval {metric['diff_ci_low']:+.3f} to {metric['diff_ci_high']:+.3f})"
+            p_value = f", Holm-adjusted p = {metric['p_value']:.2g}" if metric.get("p_value") is not None else ""
+            seeds = len(entry.get("seeds") or [])
+            out.append(f"{entry['entry']} is {metric['verdict']} than {reference} on {_metric_name(key)}: "
+                       f"{diff:+.3f}{interval} over {seeds} seed{'s' * (seeds != 1)} x {metric.get('n')} test "
+                       f"problems{p_value}.")
+    return out
+
+
+def gap_sentence(entries: list[dict[str, Any]], key: str = "exact_match/exact_match") -> str | None:
+    """How much of the teacher-base gap the best method entry closes, or None without both anchors."""
+    value = {e["role"]: (e["metrics"].get(key) or {}).get("value") for e in entries if e["role"] in ("teacher", "base")}
+    methods = [(m["metrics"][key]["value"], m["entry"]) for m in entries
+               if m["role"] == "method" and (m["metrics"].get(key) or {}).get("value") is not None]
+    if None in (value.get("teacher"), value.get("base")) or not methods or value["teacher"] <= value["base"]:
+        return None
+    best, label = max(methods)
+    share = (best - value["base"]) / (value["teacher"] - value["base"])
+    return (f"The best student, {label}, closes {share:.0%} of the gap between the base student "
+            f"({value['base']:.3f}) and the teacher ({value['teacher']:.3f}) on exact match.")
+
+
+def print_summary(rows: list[dict[str, Any]], console) -> None:
+    """The pivoted leaderboard (verdicts against sft), then the gap closed and one sentence per real difference."""
+    from stillroom.leaderboard import pivot, render_pivot
+
+    render_pivot(rows, "table", console, title="quickstart leaderboard (held-out problems)")
+    entries = pivot(rows)
+    gap = gap_sentence(entries)
+    if gap:
+        console.print(gap, highlight=False)
+    sentences = verdict_sentences(entries)
+    for sentence in sentences:
+        console.print(sentence, highlight=False)
+    if not sentences:
+        console.print("No method differs from the reference by more than chance at these seeds and test problems.",
+                      highlight=False)
 
 
 def register_quickstart(cli) -> None:
@@ -135,16 +166,22 @@ def register_quickstart(cli) -> None:
                    resume: bool = typer.Option(False, "--resume",
                                                help="continue the newest unfinished quickstart run"),
                    threads: Optional[int] = typer.Option(DEFAULT_THREADS, "--threads", min=1,
-                                                         help="torch CPU threads (default 1: these tiny models "
-                                                              "train fastest on one thread)")):
+                                                         help="torch CPU threads per entry (default 1: these tiny "
+                                                              "models train fastest on one thread)"),
+                   jobs: str = typer.Option("auto", "--jobs", "-j",
+                                            help="method x seed entries trained at once in separate processes "
+                                                 "(default auto: one per CPU core, at --threads each)")):
         """Distil a tiny arithmetic teacher into a tinier student, offline, and print the leaderboard."""
         from rich.console import Console
         from transformers.utils import logging as transformers_logging
 
         console = Console()
         transformers_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns the table
-        run, rows, seconds = run_quickstart(output_dir, fast=fast, resume=resume, threads=threads, console=console)
-        console.print(summary_table(rows))
+        if jobs.strip().lower() == "auto":
+            jobs = str(max(1, (os.cpu_count() or 1) // (threads or 1)))
+        run, rows, seconds = run_quickstart(output_dir, fast=fast, resume=resume, threads=threads, jobs=jobs,
+                                            console=console)
+        print_summary(rows, console)
         console.print(f"run {run.id} in {run.dir.root}; finished in {seconds:.0f} s. Every column: "
                       f"stillroom leaderboard --run {run.id}. A second run loads the teacher and its answers "
                       f"from the cache.")

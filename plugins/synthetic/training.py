@@ -1,5 +1,5 @@
-"""Building and training the quickstart's tiny Llamas: a plain torch loop over freshly drawn problems (on CPU
-it is several times faster than a Trainer for models this small), and greedy held-out scoring.
+"""Building and training the quickstart's tiny Llamas (through the training engine, on freshly drawn
+problems), and greedy held-out scoring.
 
 The sequence layout matches what a chat endpoint sends: the chat template around the prompt, then the target
 and the end-of-turn token; the loss covers the target and the end token only.
@@ -7,7 +7,6 @@ and the end-of-turn token; the loss covers the target and the end token only.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from typing import Callable
@@ -65,50 +64,46 @@ def encode_batch(tokenizer, frame: tuple[str, str], prompts: list[str], targets:
     return ids, mask, labels
 
 
-def learning_rate_at(step: int, training: TeacherTraining) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < training.warmup_steps:
-        return training.learning_rate * (step + 1) / training.warmup_steps
-    progress = (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps)
-    return training.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def train_on_task(model, tokenizer, task: ArithmeticTask, training: TeacherTraining, *,
-                  report: Callable[[str], None] | None = None) -> dict:
-    """Train ``model`` on problems drawn from the training side of ``task``; returns loss and timing."""
-    import torch
+                  report: Callable[[str], None] | None = None, description: str = "quickstart teacher",
+                  location: str = "teacher.training") -> dict:
+    """Train ``model`` through the training engine on ``steps x batch_size`` problems drawn in order from the
+    training side of ``task`` (fresh problems every step, as many small steps suit models this small);
+    returns loss and timing. ``report`` is kept for callers; the engine prints progress itself."""
+    import tempfile
+    from pathlib import Path
 
-    torch.manual_seed(training.seed)
+    from stillroom import training as engine
+
     frame = chat_frame(tokenizer)
     problems = stream(task, "train", training.seed)
     story = random.Random(f"teacher-story:{training.seed}")
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    keep = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": training.weight_decay},
-                                   {"params": keep, "weight_decay": 0.0}], lr=training.learning_rate,
-                                  betas=(0.9, 0.98))
-    model.train()
-    start, smoothed, checkpoints = time.perf_counter(), None, {int(training.steps * f) for f in (0.25, 0.5, 0.75)}
-    for step in range(training.steps):
-        rows = []
-        for _ in range(training.batch_size):
-            problem = next(problems)
-            phrased = story if task.word_problems and story.random() < task.word_problems else None
-            rows.append(record(problem, "train", 0, phrased))
-        ids, _, labels = encode_batch(tokenizer, frame, [r["prompt"] for r in rows], [r["target"] for r in rows])
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, training)
+    rows = []
+    for _ in range(training.steps * training.batch_size):
+        problem = next(problems)
+        phrased = story if task.word_problems and story.random() < task.word_problems else None
+        rows.append(record(problem, "train", 0, phrased))
+
+    def collate(batch):
+        ids, _, labels = encode_batch(tokenizer, frame, [r["prompt"] for r in batch], [r["target"] for r in batch])
         # right padding under causal attention: no real token sees a pad, so no mask is needed (~15% faster)
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        if report and step + 1 in checkpoints:
-            report(f"step {step + 1}/{training.steps}, loss {smoothed:.3f}, {time.perf_counter() - start:.0f} s")
-    model.eval()
-    return {"loss": round(float(smoothed or 0.0), 4), "steps": training.steps,
+        return {"input_ids": ids, "labels": labels}
+
+    def loss(model, inputs, consumption):
+        return model(**inputs).loss
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stillroom-teacher-") as scratch:
+        args = engine.training_arguments(
+            Path(scratch) / "trainer", steps=training.steps, batch_size=training.batch_size,
+            learning_rate=training.learning_rate, seed=training.seed, model=model,
+            warmup_ratio=min(training.warmup_steps / training.steps, 0.99), weight_decay=training.weight_decay,
+            location=location)
+        trainer = engine.build_trainer(model, args=args, train_dataset=rows, collate=collate, loss=loss, ordered=True)
+        metrics = engine.run_trainer(trainer, folder=Path(scratch), seed=training.seed,
+                                     description=description)
+    losses_tail = metrics.get("final_loss")
+    return {"loss": round(float(losses_tail or 0.0), 4), "steps": metrics["optimizer_steps"],
             "train_seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -16,15 +16,7 @@ TINY_TEACHER = {"shape": {"layers": 1, "hidden": 32, "heads": 2},
                 "training": {"steps": 30, "batch_size": 16, "warmup_steps": 5, "eval_size": 20}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from more threads, and on a shared CI box extra threads stall each other."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build_data(**options):
@@ -173,3 +165,59 @@ def test_draw_split_is_deterministic_per_split():
     test = draw_split(task, "test", 20, 5)
     assert test == draw_split(task, "test", 20, 5)
     assert test[:10] == draw_split(task, "test", 10, 5)  # a smaller size is a prefix: limits nest
+
+
+TINY_PRETRAINED = {"shape": {"layers": 1, "hidden": 16, "heads": 2},
+                   "pretraining": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "eval_size": 10}}
+
+
+def test_pretrained_base_student_is_built_once_then_reused(stillroom_host):
+    """The quickstart's base student is pretrained on generic text (single-operation facts, never a task
+    problem), cached with its lineage, and a second build pretrains nothing (the process's counter)."""
+    import torch
+
+    before = quickstart_models.PRETRAININGS
+    student = stillroom.build("student", "quickstart", **TINY_PRETRAINED)
+    assert quickstart_models.PRETRAININGS == before + 1
+    lineage = student.lineage
+    assert lineage["pretrained"] is True and lineage["pretraining_steps"] == 20
+    assert lineage["pretraining"]["corpus"]["operations"] == 1 and "1-operation facts" in lineage["pretrained_on"]
+    assert lineage["checksum"] == quickstart_models.weights_checksum(student.initial_path)
+    assert json.loads((student.initial_path / "training.json").read_text()) == lineage
+    random_init = stillroom.build("student", "quickstart", shape=TINY_PRETRAINED["shape"])
+    assert random_init.initial_path != student.initial_path and random_init.lineage["pretrained"] is False
+    assert any(not torch.equal(a, b) for a, b in zip(student.model.parameters(), random_init.model.parameters()))
+
+    again = stillroom.build("student", "quickstart", **TINY_PRETRAINED)
+    assert quickstart_models.PRETRAININGS == before + 1  # loaded from the cache: no second pretraining
+    assert again.initial_path == student.initial_path and again.lineage == lineage
+    for a, b in zip(student.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+    longer = {**TINY_PRETRAINED, "pretraining": {**TINY_PRETRAINED["pretraining"], "steps": 21}}
+    assert stillroom.build("student", "quickstart", **longer).initial_path != student.initial_path
+    assert quickstart_models.PRETRAININGS == before + 2  # another corpus or length is another base
+
+
+def test_pretraining_corpus_never_holds_a_multi_step_problem():
+    from stillroom.plugins.synthetic.config import StudentPretraining
+
+    with pytest.raises(ValueError, match="operations must be 1"):
+        StudentPretraining(corpus={"operations": 2})
+
+
+def test_validation_split_is_disjoint_from_train_and_test(stillroom_host):
+    data = build_data(train_size=1500, test_size=200, validation_size=200, seed=0)
+    keys = {split: {r["expression"] for r in rows} for split, rows in data.items()}
+    assert set(keys) == {"train", "test", "validation"} and len(keys["validation"]) == 200
+    assert not keys["validation"] & keys["train"] and not keys["validation"] & keys["test"]
+    assert {split_of(Problem(*parse(r["expression"]))) for r in data["validation"]} == {"validation"}
+    assert "validation" not in build_data(train_size=10, test_size=10)  # only when asked for
+    assert all(r["difficulty"]["max_operand"] == 99 for r in data["train"][:5])  # the task travels with each record
+
+
+def parse(expression):
+    """``23+45-12`` back into (first, steps)."""
+    import re
+
+    tokens = re.findall(r"\d+|[+\-*]", expression)
+    return int(tokens[0]), tuple((tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2))
