@@ -12,7 +12,7 @@ import pytest
 from stillroom import UserError
 from stillroom.benchmarks.harness import agieval_tasks as task_files
 
-DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "agieval"
+DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent").resolve() / "agieval"
 pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason="needs the AGIEval mirror (STILLROOM_DATA)"),
               pytest.mark.usefixtures("benchmark_host")]
 ENGLISH_MC = {"aqua-rat": 254, "logiqa-en": 651, "lsat-ar": 230, "lsat-lr": 510, "lsat-rc": 269,

@@ -13,7 +13,7 @@ from stillroom import Context, UserError
 from stillroom.benchmarks.harness import bbh_tasks as task_files
 from stillroom.benchmarks.harness.answer_letters import INVALID, choice_letter, option_letters
 
-DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "bbh"
+DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent").resolve() / "bbh"
 pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason="needs the BBH mirror (STILLROOM_DATA)"),
               pytest.mark.usefixtures("benchmark_host")]
 

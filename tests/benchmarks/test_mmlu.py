@@ -13,7 +13,7 @@ import pytest
 from stillroom import UserError
 from stillroom.benchmarks.harness import mmlu_tasks as task_files
 
-DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent") / "mmlu"
+DATA = Path(os.environ.get("STILLROOM_DATA") or "/nonexistent").resolve() / "mmlu"
 pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason="needs the MMLU mirror (STILLROOM_DATA)"),
               pytest.mark.usefixtures("benchmark_host")]
 
