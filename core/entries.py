@@ -184,47 +184,52 @@ def _exit_with_parent(pid: int, poll: float = 1.0) -> None:
     threading.Thread(target=watch, name="stillroom-parent-watch", daemon=True).start()
 
 
-def run_entry_task(task: EntryTask) -> dict[str, Any]:
-    """A child process's work: rebuild the run's components from its folder, run one entry, return its
-    outcome and the calls its endpoints made. A user error comes back as ``user_error`` lines."""
-    if task.parent_pid:
-        _exit_with_parent(task.parent_pid)
-    if task.threads:
-        os.environ["OMP_NUM_THREADS"] = str(task.threads)
+def run_entry_tasks(tasks: list[EntryTask]) -> dict[str, Any]:
+    """A child process's work: rebuild the run's components from its folder once, run ``tasks`` (entries of
+    one run) one after another, and return ``{"outcomes": [...], "calls": {...}}`` with the calls its endpoints
+    made. Running several entries per process pays the start-up (imports, loading the teacher) once per process
+    rather than once per entry. A user error comes back as ``{"user_error": lines}``."""
+    first = tasks[0]
+    if first.parent_pid:
+        _exit_with_parent(first.parent_pid)
+    if first.threads:
+        os.environ["OMP_NUM_THREADS"] = str(first.threads)
     from stillroom.context import Context
     from stillroom.plugin_manager import use_host
     from stillroom.runs import Run, RunDirectory, _build, entry_label, load_data
     from stillroom.specs import run_seeds, spec_hash
 
-    if task.threads:
+    if first.threads:
         import sys
 
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(task.threads)
-    host = task.host_factory() if task.host_factory is not None else get_host()
+            sys.modules["torch"].set_num_threads(first.threads)
+    host = first.host_factory() if first.host_factory is not None else get_host()
     use_host(host)
     try:
-        spec = load_run_spec(task.spec_path, host, task.seeds)
-        folder = Path(task.folder)
+        spec = load_run_spec(first.spec_path, host, first.seeds)
+        folder = Path(first.folder)
         context = Context(seed=spec.seed, run_dir=folder)
         endpoints = {name: _build(host, "endpoint", cfg, context) for name, cfg in spec.endpoints.items()}
         context.endpoints.update(endpoints)
         run_dir = RunDirectory(folder, host)
-        run_dir.run = Run(folder.name, spec.name, spec, spec_hash(spec), run_dir, Path(task.spec_path))
+        run_dir.run = Run(folder.name, spec.name, spec, spec_hash(spec), run_dir, Path(first.spec_path))
         data = load_data(run_dir, _build(host, "generator", spec.data, context))
         evaluators = [(entry_label(e), _build(host, "evaluator", e, context)) for e in spec.evaluators]
         teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
         base_student = _build(host, "student", spec.student, context)
-        entry = next(e for e in spec.methods if entry_label(e) == task.label)
-        outcome = run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry, task.seed,
-                            len(run_seeds(spec)) > 1)
+        outcomes = []
+        for task in tasks:
+            entry = next(e for e in spec.methods if entry_label(e) == task.label)
+            outcomes.append(run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry,
+                                      task.seed, len(run_seeds(spec)) > 1))
     except UserError as exc:
         return {"user_error": list(getattr(exc, "lines", None) or [str(exc)])}
     calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
     teacher_endpoint = getattr(teacher, "endpoint", None)
     if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
         calls["teacher"] = dict(teacher_endpoint.stats)
-    return {**outcome, "calls": calls}
+    return {"outcomes": outcomes, "calls": calls}
 
 
 def slurm_parameters(options: LaunchOptions) -> dict[str, Any]:
@@ -254,37 +259,52 @@ def _executor(options: LaunchOptions, folder: Path):
     return executor
 
 
+def lanes(count: int, options: LaunchOptions) -> list[list[int]]:
+    """Task indices grouped into jobs: on one machine without GPUs, ``options.jobs`` lanes dealt round-robin (so
+    entries of one method at several seeds spread over the lanes), each lane one process that runs its entries
+    one after another; with GPUs or Slurm, one job per entry."""
+    if options.launcher == "local" and not options.gpus:
+        width = max(1, min(options.jobs, count))
+        return [list(range(start, count, width)) for start in range(width)]
+    return [[index] for index in range(count)]
+
+
 def run_in_processes(tasks: list[EntryTask], options: LaunchOptions, folder: Path, *, log=None,
                      poll: float = 0.1) -> list[dict[str, Any]]:
-    """Run ``tasks`` through submitit, at most ``options.jobs`` at a time locally (one per GPU when GPUs are
-    used); returns their outcomes in task order. The first failure stops the rest and is raised."""
+    """Run ``tasks`` through submitit, at most ``options.jobs`` jobs at a time locally (one per GPU when GPUs are
+    used; see ``lanes``); returns their outcomes in task order, the calls a job made on its last outcome. The
+    first failure stops the rest and is raised."""
     folder.mkdir(parents=True, exist_ok=True)
     executor = _executor(options, folder)
     outcomes: list[dict[str, Any] | None] = [None] * len(tasks)
-    waiting = list(range(len(tasks)))
-    running: dict[int, tuple[Any, int | None]] = {}  # task index -> (job, gpu slot)
+    units = lanes(len(tasks), options)
+    waiting = list(range(len(units)))
+    running: dict[int, tuple[Any, int | None]] = {}  # unit index -> (job, gpu slot)
     free_gpus = list(range(options.gpus)) if options.launcher == "local" and options.gpus else []
-    limit = len(tasks) if options.launcher == "slurm" else options.jobs
+    limit = len(units) if options.launcher == "slurm" else options.jobs
     try:
         while waiting or running:
             while waiting and len(running) < limit and (not options.gpus or options.launcher != "local" or free_gpus):
-                index = waiting.pop(0)
+                unit = waiting.pop(0)
                 slot = free_gpus.pop(0) if free_gpus else None
                 if options.launcher == "local":
                     executor.update_parameters(gpus_per_node=1 if slot is not None else 0,
                                                visible_gpus=(slot,) if slot is not None else ())
-                running[index] = (executor.submit(run_entry_task, tasks[index]), slot)
+                running[unit] = (executor.submit(run_entry_tasks, [tasks[i] for i in units[unit]]), slot)
                 if log:
-                    log(index, "submitted", running[index][0].job_id)
-            finished = [index for index, (job, _) in running.items() if job.done()]
-            for index in finished:
-                job, slot = running.pop(index)
+                    for index in units[unit]:
+                        log(index, "submitted", running[unit][0].job_id)
+            finished = [unit for unit, (job, _) in running.items() if job.done()]
+            for unit in finished:
+                job, slot = running.pop(unit)
                 if slot is not None:
                     free_gpus.append(slot)
-                outcome = _job_result(job, tasks[index])
-                outcomes[index] = outcome
-                if log:
-                    log(index, "finished", job.job_id)
+                result = _job_result(job, tasks[units[unit][0]])
+                for index, outcome in zip(units[unit], result["outcomes"]):
+                    outcomes[index] = outcome
+                    if log:
+                        log(index, "finished", job.job_id)
+                outcomes[units[unit][-1]]["calls"] = result["calls"]  # type: ignore[index]
             if not finished:
                 time.sleep(poll)
     finally:
