@@ -184,11 +184,13 @@ def _exit_with_parent(pid: int, poll: float = 1.0) -> None:
     threading.Thread(target=watch, name="stillroom-parent-watch", daemon=True).start()
 
 
-def run_entry_tasks(tasks: list[EntryTask]) -> dict[str, Any]:
+def run_entry_tasks(tasks: list[EntryTask], claims: str | None = None) -> dict[str, Any]:
     """A child process's work: rebuild the run's components from its folder once, run ``tasks`` (entries of
-    one run) one after another, and return ``{"outcomes": [...], "calls": {...}}`` with the calls its endpoints
-    made. Running several entries per process pays the start-up (imports, loading the teacher) once per process
-    rather than once per entry. A user error comes back as ``{"user_error": lines}``."""
+    one run) one after another, and return ``{"outcomes": {task index: outcome}, "calls": {...}}`` with the calls
+    its endpoints made. Running several entries per process pays the start-up (imports, loading the teacher) once
+    per process rather than once per entry. With ``claims`` (a folder shared by the lanes of one launch) a task is
+    run only by the lane that claims it first, so lanes given the same list share the work as they free up.
+    A user error comes back as ``{"user_error": lines}``."""
     first = tasks[0]
     if first.parent_pid:
         _exit_with_parent(first.parent_pid)
@@ -218,11 +220,13 @@ def run_entry_tasks(tasks: list[EntryTask]) -> dict[str, Any]:
         evaluators = [(entry_label(e), _build(host, "evaluator", e, context)) for e in spec.evaluators]
         teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
         base_student = _build(host, "student", spec.student, context)
-        outcomes = []
-        for task in tasks:
+        outcomes = {}
+        for index, task in enumerate(tasks):
+            if claims is not None and not _claim(Path(claims), index):
+                continue
             entry = next(e for e in spec.methods if entry_label(e) == task.label)
-            outcomes.append(run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry,
-                                      task.seed, len(run_seeds(spec)) > 1))
+            outcomes[index] = run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry,
+                                        task.seed, len(run_seeds(spec)) > 1)
     except UserError as exc:
         return {"user_error": list(getattr(exc, "lines", None) or [str(exc)])}
     calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
@@ -230,6 +234,15 @@ def run_entry_tasks(tasks: list[EntryTask]) -> dict[str, Any]:
     if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
         calls["teacher"] = dict(teacher_endpoint.stats)
     return {"outcomes": outcomes, "calls": calls}
+
+
+def _claim(folder: Path, index: int) -> bool:
+    """Take task ``index`` for this process: True for the first process to ask (an exclusive file create)."""
+    try:
+        os.close(os.open(folder / f"{index}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def slurm_parameters(options: LaunchOptions) -> dict[str, Any]:
@@ -260,12 +273,11 @@ def _executor(options: LaunchOptions, folder: Path):
 
 
 def lanes(count: int, options: LaunchOptions) -> list[list[int]]:
-    """Task indices grouped into jobs: on one machine without GPUs, ``options.jobs`` lanes dealt round-robin (so
-    entries of one method at several seeds spread over the lanes), each lane one process that runs its entries
-    one after another; with GPUs or Slurm, one job per entry."""
+    """Task indices grouped into jobs: on one machine without GPUs, ``options.jobs`` lanes that each get every
+    task and claim them one at a time as they free up (each lane one process running its entries in turn); with
+    GPUs or Slurm, one job per entry."""
     if options.launcher == "local" and not options.gpus:
-        width = max(1, min(options.jobs, count))
-        return [list(range(start, count, width)) for start in range(width)]
+        return [list(range(count)) for _ in range(max(1, min(options.jobs, count)))]
     return [[index] for index in range(count)]
 
 
@@ -278,6 +290,11 @@ def run_in_processes(tasks: list[EntryTask], options: LaunchOptions, folder: Pat
     executor = _executor(options, folder)
     outcomes: list[dict[str, Any] | None] = [None] * len(tasks)
     units = lanes(len(tasks), options)
+    shared = any(len(unit) > 1 for unit in units)
+    claims = None
+    if shared:  # lanes share one task list: a fresh claims folder per launch, so a --resume starts unclaimed
+        claims = folder / f"claims-{os.getpid()}-{time.time_ns()}"
+        claims.mkdir()
     waiting = list(range(len(units)))
     running: dict[int, tuple[Any, int | None]] = {}  # unit index -> (job, gpu slot)
     free_gpus = list(range(options.gpus)) if options.launcher == "local" and options.gpus else []
@@ -290,7 +307,8 @@ def run_in_processes(tasks: list[EntryTask], options: LaunchOptions, folder: Pat
                 if options.launcher == "local":
                     executor.update_parameters(gpus_per_node=1 if slot is not None else 0,
                                                visible_gpus=(slot,) if slot is not None else ())
-                running[unit] = (executor.submit(run_entry_tasks, [tasks[i] for i in units[unit]]), slot)
+                running[unit] = (executor.submit(run_entry_tasks, [tasks[i] for i in units[unit]],
+                                                 str(claims) if claims else None), slot)
                 if log:
                     for index in units[unit]:
                         log(index, "submitted", running[unit][0].job_id)
@@ -300,11 +318,13 @@ def run_in_processes(tasks: list[EntryTask], options: LaunchOptions, folder: Pat
                 if slot is not None:
                     free_gpus.append(slot)
                 result = _job_result(job, tasks[units[unit][0]])
-                for index, outcome in zip(units[unit], result["outcomes"]):
-                    outcomes[index] = outcome
+                done = [units[unit][position] for position in sorted(result["outcomes"])]
+                for position, index in zip(sorted(result["outcomes"]), done):
+                    outcomes[index] = result["outcomes"][position]
                     if log:
                         log(index, "finished", job.job_id)
-                outcomes[units[unit][-1]]["calls"] = result["calls"]  # type: ignore[index]
+                if done:  # the calls this process made ride on its last outcome (a lane that claimed none ran none)
+                    outcomes[done[-1]]["calls"] = result["calls"]  # type: ignore[index]
             if not finished:
                 time.sleep(poll)
     finally:

@@ -259,12 +259,14 @@ def test_jobs_2_gives_the_same_leaderboard_as_jobs_1(toy_host, seeded_spec, monk
     assert {m: {f: r[f] for f in fields} for m, r in two.items()} == {m: {f: r[f] for f in fields} for m, r in one.items()}
     events = [json.loads(line) for line in (run.dir.root / "events.jsonl").read_text().splitlines()]
     submitted = [e for e in events if e["event"] == "entry_submitted"]
-    # 2 methods x 3 seeds dealt over 2 lanes: each child process runs its entries one after another
-    assert len(submitted) == 6 and len({e["job"] for e in submitted}) == 2
-    lanes = {}
-    for e in submitted:
-        lanes.setdefault(e["job"], []).append((e["entry"], e["seed"]))
-    assert sorted(map(len, lanes.values())) == [3, 3]
+    # 2 methods x 3 seeds offered to 2 lanes (child processes) that claim them as they free up: every entry is
+    # run exactly once, by one of the two lanes
+    finished = [(e["entry"], e["seed"], e["job"]) for e in events if e["event"] == "entry_finished"]
+    lanes = {e["job"] for e in submitted}
+    assert len(submitted) == 12 and len(lanes) == 2
+    assert sorted((entry, seed) for entry, seed, _ in finished) == sorted(
+        (entry, seed) for entry in ("coin", "gold") for seed in (0, 1, 2))
+    assert {job for _, _, job in finished} <= lanes
 
 
 def test_jobs_and_launcher_options_are_checked(monkeypatch):
