@@ -340,7 +340,7 @@ def _job_result(job, task: EntryTask) -> dict[str, Any]:
     try:
         outcome = job.result()
     except Exception as exc:  # submitit's FailedJobError carries the child's traceback
-        log = Path(job.paths.stderr) if hasattr(job, "paths") else None
+        log = Path(job.paths.stderr)  # every submitit job (local or Slurm) has its log paths
         raise RuntimeError(f"{where} failed in job {job.job_id} (log: {log}):\n{exc}") from None
     if "user_error" in outcome:
         lines = outcome["user_error"]

@@ -272,6 +272,10 @@ class Judge(Component):
     def judge(self, items: list[JudgeItem]) -> list[Judgment]:
         """One judgment per item, in order; unparseable judgments come back with ``failed`` set."""
 
+    def describe(self) -> dict[str, Any]:
+        """What this judge is, for evaluators' result details (never secrets); by default its kind."""
+        return {"kind": self.name}
+
 
 Dataset = dict[str, list[dict[str, Any]]]
 """Splits (``train``, ``test``, ...) of records. Records carry ``id`` and ``prompt``; supervised ones also

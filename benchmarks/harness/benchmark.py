@@ -9,6 +9,8 @@ through the plugin host.
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -74,13 +76,13 @@ class TaskBenchmark(Evaluator):
         return paths.mirror_folder(self.config.data_dir, self.context.data_path(self.mirror), label=self.label,
                                    location=f"{self._where}.data_dir")
 
+    @abc.abstractmethod
     def prepare(self) -> TaskFolder:
         """Write (or reuse) the task files for the configured tasks and data."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def report(self, folder: TaskFolder, result: EvalResult) -> EvalResult:
         """lm-eval's ``result`` for ``folder`` under the benchmark's names."""
-        raise NotImplementedError
 
     def runner(self, folder: TaskFolder) -> Evaluator:
         """The ``lm_eval`` evaluator that runs the generated tasks, with this benchmark's run options."""
@@ -106,9 +108,9 @@ class VariantBenchmark(TaskBenchmark):
 
     task_files: ModuleType
 
+    @abc.abstractmethod
     def available_tasks(self) -> list[str]:
         """Every task of the configured variant, in the benchmark's order."""
-        raise NotImplementedError
 
     def unknown_task_hint(self, task: str, available: list[str]) -> str:
         """What the message about an unknown task adds after its suggestion."""

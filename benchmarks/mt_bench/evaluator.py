@@ -250,7 +250,7 @@ class MTBenchEvaluator(Evaluator):
                     per_turn.setdefault(turn, []).append(score)
             samples.append(sample)
         metrics: list[MetricValue] = []
-        details: dict[str, Any] = {"mode": cfg.mode, "judge": judge.describe() if hasattr(judge, "describe") else {},
+        details: dict[str, Any] = {"mode": cfg.mode, "judge": judge.describe(),
                                    "questions": len(questions)}
         if pairwise:
             games = tally["win"] + tally["loss"] + tally["tie"]

@@ -207,7 +207,7 @@ class VicunaEvaluator(Evaluator):
                     checked += 1
                     conflicts += judgment.position_conflict
             summary = summarize(rows, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=self.context.seed)
-            summary["judge"] = judge.describe() if hasattr(judge, "describe") else {"kind": judge.name}
+            summary["judge"] = judge.describe()
             details["settings"][setting] = summary
             suffix = "" if setting == "1" else "_calibrated"
             n = summary["n"]

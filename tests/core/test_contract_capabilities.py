@@ -75,8 +75,6 @@ KNOWN_PROBES = Counter({
     ("plugins/step_by_step/method.py", "self.inner", "path"): 1,  # a student's saved path
     ("plugins/step_by_step/method.py", "self.inner", "is_encoder_decoder"): 1,
     ("plugins/step_by_step/method.py", "inner", "is_encoder_decoder"): 1,
-    ("benchmarks/mt_bench/evaluator.py", "judge", "describe"): 1,  # a judge's description for the details
-    ("benchmarks/vicuna/evaluator.py", "judge", "describe"): 1,
 })
 
 
