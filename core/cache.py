@@ -40,6 +40,43 @@ def raise_if_disk_full(exc: BaseException, path: Path) -> None:
         raise OSError(errno.ENOSPC, f"{exc} (is the disk full?)", str(path)) from exc
 
 
+def open_sqlite(path: Path, what: str, *, readonly: bool = False, **connect: Any) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path`` that is known whole, in WAL mode unless ``readonly``.
+
+    The one opener for stillroom's databases (call cache, results store, and the pre-flight check of both). A
+    damaged file would answer with whatever rows its intact pages hold, so ``PRAGMA quick_check`` runs first
+    (one read of every page: cheap at these sizes) and a failure is a UserError naming the file. Switching a
+    fresh file to WAL needs an exclusive lock, and SQLite may answer "database is locked" at once, without its
+    busy handler, while another process is creating the same file; that switch is retried for up to a minute.
+    """
+    from stillroom.errors import UserError
+
+    target = f"file:{path}?mode=ro" if readonly else str(path)
+    db = sqlite3.connect(target, uri=readonly, timeout=60, **connect)
+    try:
+        found = [row[0] for row in db.execute("PRAGMA quick_check").fetchmany(3)]
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise UserError(f"the {what} cannot be read ({exc}); move the file away to start anew", str(path)) from None
+    if found != ["ok"]:
+        db.close()
+        detail = "; ".join(map(str, found))
+        raise UserError(f"the {what} is damaged (quick_check: {detail[:150]}); move the file away to start anew",
+                        str(path))
+    if readonly:
+        return db
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.05)
+
+
 def call_key(identity: dict[str, Any], request: dict[str, Any], sample: int) -> str:
     blob = json.dumps({"endpoint": identity, "request": request, "sample": sample}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -70,8 +107,7 @@ class CallCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(self.path, "call cache", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 

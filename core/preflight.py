@@ -10,7 +10,6 @@ checks leaves nothing behind. This module only checks and removes; it never star
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stillroom import paths
+from stillroom.cache import open_sqlite
 from stillroom.errors import UserError
 
 
@@ -38,27 +38,13 @@ def check_database(path: Path, what: str) -> None:
         return
     if not path.is_file():
         raise UserError(f"the {what} is not a file", str(path))
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        try:
-            found = [row[0] for row in db.execute("PRAGMA quick_check").fetchmany(3)]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"the {what} cannot be read ({exc}); move the file away to start anew", str(path)) from None
-    if found != ["ok"]:
-        raise UserError(f"the {what} is damaged (quick_check: {paths.shorten('; '.join(map(str, found)), 150)}); "
-                        "move the file away to start anew", str(path))
+    open_sqlite(path, what, readonly=True).close()
 
 
 def check_output_folder(folder: Path, location: str) -> None:
-    """``folder`` exists or can be made, is a folder, and takes a file (under /proc or /sys it does not)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {paths.shorten(str(folder), 200)}: {exc.strerror or exc}", location) from None
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder", location)
+    """``folder`` is usable (``paths.usable_folder``) and really takes a file: under /proc or /sys, or on a
+    read-only mount, the permission bits say writable and the write still fails."""
+    paths.usable_folder(folder, location)
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".stillroom-write-check-"):
             pass

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom import paths
+from stillroom.cache import open_sqlite, raise_if_disk_full
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,10 +87,8 @@ class ResultsStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self._refuse_if_damaged()
+        self.db = open_sqlite(self.path, "results store")
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._add_new_columns()
@@ -109,27 +108,9 @@ class ResultsStore:
                             if "duplicate column name" not in str(exc):
                                 raise
 
-    def _refuse_if_damaged(self) -> None:
-        """A damaged file would answer with whatever rows its intact pages hold (a partial leaderboard that
-        looks whole), so it is refused on open; quick_check reads every page once, which is cheap at this size."""
-        from stillroom.errors import UserError
-
-        try:
-            found = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchmany(3)]
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
-            raise UserError(f"the results store cannot be read ({exc}); move the file away to start a new store",
-                            str(self.path)) from None
-        if found != ["ok"]:
-            self.db.close()
-            raise UserError(f"the results store is damaged (quick_check: {'; '.join(map(str, found))[:200]}); "
-                            "move the file away to start a new store", str(self.path))
-
     @contextlib.contextmanager
     def _writing(self):
         """One transaction; a full disk becomes an OSError naming the store (one line from the CLI)."""
-        from stillroom.cache import raise_if_disk_full
-
         try:
             with self.db:
                 yield
