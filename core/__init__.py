@@ -35,7 +35,8 @@ from stillroom.roles import (
     TextScorer,
     TokenLogprob,
 )
-from stillroom.runs import MethodJob, RunDirectory, read_jsonl, write_json_atomic, write_jsonl_atomic
+from stillroom.job import MethodJob
+from stillroom.rundir import RunDirectory, read_jsonl, write_json_atomic, write_jsonl_atomic
 from stillroom.specs import ComponentRef, EndpointRef
 
 __all__ = [

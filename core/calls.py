@@ -106,7 +106,7 @@ def generate_in_chunks(endpoint: "Endpoint", requests: list["GenerationRequest"]
     """The default way to answer: ``_generate`` on chunks of ``endpoint.chunk_size`` (64) requests, each chunk's
     answers delivered when it finishes. An endpoint that stops part-way (a budget, exhausted retries) may attach
     the answers it did finish to its exception as ``partial_answers`` (None where unanswered): they are kept."""
-    chunk = max(1, int(getattr(endpoint, "chunk_size", 64)))
+    chunk = max(1, int(endpoint.chunk_size))
     for start in range(0, len(requests), chunk):
         part = requests[start:start + chunk]
         try:

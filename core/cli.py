@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from stillroom.errors import UserError, suggest
 
@@ -55,9 +56,8 @@ def run(spec: Path = typer.Argument(..., help="run spec (.toml or .yaml)"),
         slurm_gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs per entry's Slurm job (default: "
                                                  "1 when this machine sees a GPU, else 0)")):
     """Run a spec: every method (at every seed), every evaluator, results to the leaderboard."""
-    from stillroom.entries import LAUNCHERS, LaunchOptions, parse_jobs, parse_seeds, threads_per_job, visible_gpus
     from stillroom.leaderboard import render_pivot
-    from stillroom.runs import execute
+    from stillroom.runs import LAUNCHERS, LaunchOptions, execute, parse_jobs, parse_seeds, threads_per_job, visible_gpus
     from stillroom.store import ResultsStore
 
     if launcher not in LAUNCHERS:
@@ -87,8 +87,24 @@ def _print_next_steps(result) -> None:
     console.print(f"leaderboard: stillroom leaderboard --run {result.id}", soft_wrap=True, highlight=False)
 
 
-@app.command()
-def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv, json or html"),
+class _LeaderboardCommand(TyperCommand):
+    """``stillroom leaderboard``, whose ``--format`` help lists the registered output formats. They are looked up
+    when the help is shown, not when the command line is built: ``stillroom --help`` collects no plugin."""
+
+    def format_help(self, ctx, formatter):
+        from stillroom.plugin_manager import get_host
+
+        notes = {"terminal": " (terminal only)", "file": " (needs -o)", "stdout": ""}
+        formats = [f"{name}: {reg.renderer.description}{notes[reg.renderer.destination]}"
+                   for name, reg in get_host().renderers.items()]
+        for param in self.params:
+            if param.name == "fmt":
+                param.help = "output format, one of " + "; ".join(formats or ["none registered"])
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_LeaderboardCommand)
+def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="output format (a registered renderer)"),
                 output: Optional[Path] = typer.Option(None, "-o", "--output", help="write to a file"),
                 evaluator: Optional[str] = typer.Option(None, help="only this evaluator"),
                 method: Optional[str] = typer.Option(None, help="only this method"),
@@ -104,18 +120,27 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="table, 
                 seed: int = typer.Option(0, "--seed", help="bootstrap seed for --compare"),
                 long: Optional[bool] = typer.Option(None, "--long/--pivot", help="--long: one row per model, "
                                                     "evaluator and metric; --pivot: one row per model entry "
-                                                    "(default: pivot, except json, which stays long)")):
+                                                    "(default: the format's own: pivot, except json, which stays "
+                                                    "long)")):
     """Show the leaderboard (one row per model entry: each metric with its interval and verdict against the
     reference, and the budget consumed), or compare two models with paired tests (--compare A B)."""
-    from stillroom.leaderboard import FORMATS, render, render_comparison, render_pivot
+    from stillroom.leaderboard import RenderOptions, check_comparison_format, render_comparison, shaped_rows
+    from stillroom.plugin_manager import get_host
     from stillroom.store import ResultsStore
 
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}{suggest(fmt, FORMATS)}; use one of {', '.join(FORMATS)}", "--format")
-    if fmt == "html" and output is None:
-        raise UserError("the html report is a file; add -o report.html", "--format")
-    if fmt == "table" and output is not None:
-        raise UserError("the table prints to the terminal; for a file use --format md, csv, json or html", "-o")
+    # --compare draws pairs of models in its own layouts; the leaderboard's formats are registered renderers
+    if compare:
+        check_comparison_format(fmt)
+        renderer, terminal = None, fmt == "table"
+    else:
+        renderer = get_host().renderer(fmt)
+        terminal = renderer.destination == "terminal"
+    if renderer and renderer.destination == "file" and output is None:
+        raise UserError(f"{fmt} writes a file ({renderer.description}); add -o leaderboard{renderer.extension}",
+                        "--format")
+    if terminal and output is not None:
+        files = [name for name, reg in get_host().renderers.items() if reg.renderer.destination != "terminal"]
+        raise UserError(f"{fmt} prints to the terminal; for a file use --format {', '.join(files) or '...'}", "-o")
     with ResultsStore.default() as store:
         if compare:
             from stillroom.significance import compare_models
@@ -123,14 +148,21 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="table, 
             text = render_comparison(compare_models(store, *compare, seed=seed), fmt, console)
         else:
             rows = store.rows(latest=not history, evaluator=evaluator, method=method, run_id=run_id, model=model)
-            if not rows and fmt == "table":
+            if not rows and terminal:
                 console.print(f"no matching results in {store.path}")
                 return
-            long = fmt == "json" if long is None else long  # json stays one row per result for scripts
-            text = (render if long else render_pivot)(rows, fmt, console, sort=sort, descending=descending)
+            shape = renderer.shape if long is None else "long" if long else "pivot"
+            shown = shaped_rows(rows, shape, sort=sort, descending=descending)
+            text = renderer.render(shown, RenderOptions(shape=shape, results=rows, console=console))
     if output:
-        output.write_text(text)
+        if isinstance(text, bytes):
+            output.write_bytes(text)
+        else:
+            output.write_text(text)
         console.print(f"wrote {output}")
+    elif isinstance(text, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text)
     elif text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -218,8 +250,10 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
     """Evaluate one model (or a predictions file) without a full run; results go to the leaderboard."""
     from stillroom.context import Context
     from stillroom.leaderboard import render
-    from stillroom.plugin_manager import build
-    from stillroom.runs import RunDirectory, _new_id, evaluate_subject
+    from stillroom.plugin_manager import build, get_host
+    from stillroom.results import EvalRun, Evaluation, Lineage, evaluate_subject, record_run
+    from stillroom.rundir import RunDirectory, new_run_id, run_containing
+    from stillroom.runs import plugin_version
     from stillroom.store import ResultsStore
 
     if fmt not in ("table", "json"):
@@ -234,7 +268,7 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
             raise UserError(f"{len(texts)} predictions but {len(refs)} references", str(predictions))
     elif model is None:
         raise UserError("give --model (or --predictions and --references)", "eval")
-    run_id = _new_id()
+    run_id = new_run_id()
     run_dir = RunDirectory(output_dir.resolve() / "eval" / run_id)
     context = Context(run_dir=run_dir.root)
     scorer = build("evaluator", evaluator, context=context, **config)
@@ -243,8 +277,10 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
 
         if not isinstance(scorer, TextScorer):
             raise UserError(f"evaluator {evaluator!r} cannot score files; give it a --model", "--predictions")
-        result = scorer.score_texts(texts, refs).model_dump()
-        subject_name, role = predictions.name, "predictions"
+        scored = scorer.score_texts(texts, refs)
+        evaluation = Evaluation.of(predictions.name, evaluator, scorer.name, scored.metrics,
+                                   version=plugin_version(get_host(), "evaluator", scorer.name))
+        lineage = Lineage("predictions")
     else:
         if model.startswith(("http://", "https://")):
             from stillroom.paths import safe_name
@@ -257,17 +293,12 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
             from stillroom.paths import safe_name
 
             subject_name = safe_name(Path(model).name or model)
-        result = evaluate_subject(run_dir, subject_name, component, evaluator, scorer, "model")
-        role = "model"
+        evaluation = evaluate_subject(run_dir, subject_name, component, evaluator, scorer, "model",
+                                      version=plugin_version(get_host(), "evaluator", scorer.name))
+        # a model a run trained keeps that run as its parent on the leaderboard
+        lineage = Lineage("model", path=model, parent_run=run_containing(model) if Path(model).exists() else None)
     with ResultsStore.default() as store:
-        store.add_run(run_id, "eval", run_dir=str(run_dir.root))
-        model_id = store.add_model(run_id, subject_name, role, path=model)
-        for metric in result["metrics"]:
-            store.add_result(run_id, model_id, evaluator, metric["metric"], metric["value"], n=metric.get("n"),
-                             stderr=metric.get("stderr"), ci_low=metric.get("ci_low"), ci_high=metric.get("ci_high"),
-                             higher_is_better=metric.get("higher_is_better", True),
-                             samples_path=result.get("samples_path"))
-        rows = store.rows(run_id=run_id, latest=False)
+        rows = record_run(store, EvalRun(run_id, run_dir), [evaluation], {evaluation.subject: lineage})
     text = render(rows, fmt, console)
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -304,6 +335,10 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="a JSON arra
             info = host.plugins.get(reg.plugin)
             entries.append({"plugin": reg.plugin, "role": role, "kind": kind,
                             "version": info.version if info else None, "status": info.status if info else "ok"})
+    for name, reg in sorted(host.renderers.items()):
+        info = host.plugins.get(reg.plugin)
+        entries.append({"plugin": reg.plugin, "role": "renderer", "kind": name,
+                        "version": info.version if info else None, "status": info.status if info else "ok"})
     registry = load_registry()
     for name, info in host.plugins.items():
         if info.status != "ok":
@@ -344,6 +379,7 @@ def plugins_info(name: str):
            "distribution": info.distribution if info else None, "version": info.version if info else None,
            "error": info.error if info else None,
            "components": [{"role": r, "kind": k} for r, t in host.components.items() for k, g in t.items() if g.plugin == name]
+           + [{"role": "renderer", "kind": k} for k, g in sorted(host.renderers.items()) if g.plugin == name]
            or ([c.model_dump() for c in known.components] if known else [])}
     if known:
         out.update(summary=known.summary, pip=known.pip, homepage=known.homepage, builtin=known.builtin)
@@ -435,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if raise_errors:
             raise
-        lines = getattr(exc, "lines", None) or [str(exc)]
+        lines = exc.lines
         for line in lines:
             print(_one_line(line), file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ class UserError(Exception):
         super().__init__(message)
         self.message = message
         self.location = location
+        self.lines = [str(self)]  # the error as printed, one item per line (a spec error names several)
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message

@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from stillroom.leaderboard import OutputRenderer
     from stillroom.roles import Endpoint, Evaluator, Generator, Judge, Loss, Method, Student, Teacher
     from stillroom.runs import Run
 
@@ -67,6 +68,13 @@ def stillroom_register_evaluators(register: Callable[[type[Evaluator]], None]) -
 def stillroom_register_methods(register: Callable[[type[Method]], None]) -> None:
     """Register Method classes: distillation recipes that orchestrate the roles in stages.
     Call ``register(MethodClass)`` once per class."""
+
+
+@hookspec
+def stillroom_register_output_renderers(register: Callable[[OutputRenderer], None]) -> None:
+    """Register output formats of ``stillroom leaderboard --format``: call ``register(OutputRenderer(...))`` once
+    per format (its name, a one-line description, terminal/stdout/file, file extension, and ``render(rows,
+    options)`` returning text or bytes). The built-in table, md, csv, json and html are ``trylast`` defaults."""
 
 
 @hookspec

@@ -9,6 +9,10 @@ Two shapes: the long form (``render``: one row per model, evaluator and metric) 
 ``render_pivot``: one row per model entry, one column per evaluator/metric with its interval and verdict
 against the run's reference, and the budget the entry consumed). ``stillroom leaderboard`` shows the pivot;
 ``--long`` the long form.
+
+What ``--format`` accepts is not decided here: output formats are ``OutputRenderer``s registered through the
+``stillroom_register_output_renderers`` hook (the built-in table, md, csv, json and html are the ``formats``
+plugin's ``trylast`` defaults, which call the layouts below).
 """
 
 from __future__ import annotations
@@ -16,16 +20,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from stillroom.errors import UserError, suggest
 from stillroom.store import BUDGET_COLUMNS, COMPARISON_FIELDS
 
-FORMATS = ("table", "md", "csv", "json", "html")
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# the layouts this module draws; what `--format` accepts is the renderer registry (``PluginHost.renderers``)
+LAYOUTS = ("table", "md", "csv", "json", "html")
+COMPARISON_LAYOUTS = ("table", "md", "csv", "json")  # `--compare` results are pairs of models, not leaderboard rows
 COLUMNS = ["model", "method", "evaluator", "metric", "value", "stderr", "n", "seeds", "verdict", "p_value",
            "gap_closed", "wall_seconds", "teacher_calls", "cost", "run_id"]
 JSON_FIELDS = [*COLUMNS, "role", "ci_low", "ci_high", "higher_is_better", "spec_hash", "created", "samples_path",
-               "teacher", "options", "run_dir", "per_seed", "seed_samples", *COMPARISON_FIELDS, *BUDGET_COLUMNS]
+               "teacher", "options", "run_dir", "parent_run", "per_seed", "seed_samples", *COMPARISON_FIELDS,
+               *BUDGET_COLUMNS]
 JSON_FIELDS = list(dict.fromkeys(JSON_FIELDS))
 SORTABLE = [*COLUMNS, "role", "ci_low", "ci_high", "spec_hash", "created", "p_value", "diff_vs_reference",
             *BUDGET_COLUMNS]
@@ -33,6 +44,71 @@ SORTABLE = list(dict.fromkeys(SORTABLE))
 TEXT_COLUMNS = {"model", "method", "evaluator", "metric", "run_id", "role", "spec_hash", "field", "test", "verdict",
                 "seeds"}
 COMPARE_COLUMNS = ["evaluator", "field", "test", "n", "a", "b", "difference", "ci_low", "ci_high", "p_value", "method"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The interface of an output format (registered through ``stillroom_register_output_renderers``).
+
+Shape = Literal["pivot", "long"]
+DESTINATIONS = ("terminal", "stdout", "file")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``stillroom leaderboard`` hands a renderer beside the rows it shows."""
+
+    shape: Shape
+    """``pivot``: the rows are ``pivot`` entries (one per model entry, metrics keyed ``evaluator/metric``);
+    ``long``: one row per model, evaluator and metric, with ``gap_closed``. Either way already sorted."""
+    results: list[dict[str, Any]]
+    """The store's long rows the shown rows come from (what the HTML report reads, whatever the shape)."""
+    title: str = "stillroom leaderboard"
+    console: Console | None = None
+    """Where a ``terminal`` renderer draws (a ``rich.console.Console``); None: a fresh one on stdout."""
+
+
+@dataclass(frozen=True)
+class OutputRenderer:
+    """One output format of ``stillroom leaderboard --format NAME``.
+
+    ``render(rows, options)`` returns the text (or bytes) to print or write; a ``terminal`` renderer draws on
+    ``options.console`` itself and returns ``""``.
+    """
+
+    name: str
+    """What ``--format`` takes, e.g. ``md``."""
+    description: str
+    """One line for ``--help`` and error messages."""
+    render: Callable[[list[dict[str, Any]], RenderOptions], str | bytes]
+    destination: Literal["terminal", "stdout", "file"] = "stdout"
+    """``terminal``: drawn for a person, no ``-o``; ``stdout``: printed, or written with ``-o``; ``file``: needs
+    ``-o`` (a page, bytes)."""
+    extension: str = ""
+    """The file extension a written output takes, with its dot (``.html``); empty for ``terminal``."""
+    shape: Shape = "pivot"
+    """The rows it gets unless the user says ``--long`` or ``--pivot``."""
+
+    def __post_init__(self):
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"output renderer name {self.name!r}: use letters, digits, '-' and '_'")
+        if not self.description.strip() or "\n" in self.description:
+            raise ValueError(f"output renderer {self.name!r}: the description is one line of text")
+        if self.destination not in DESTINATIONS:
+            raise ValueError(f"output renderer {self.name!r}: destination {self.destination!r} is not one of "
+                             f"{', '.join(DESTINATIONS)}")
+        if self.shape not in ("pivot", "long"):
+            raise ValueError(f"output renderer {self.name!r}: shape {self.shape!r} is not pivot or long")
+
+
+def shaped_rows(rows: list[dict[str, Any]], shape: Shape, *, sort: str | None = None,
+                descending: bool | None = None) -> list[dict[str, Any]]:
+    """The store's long ``rows`` as a renderer of ``shape`` gets them: ``pivot`` entries, or copies of the long
+    rows with ``gap_closed``; sorted by ``sort`` when given."""
+    if shape == "pivot":
+        entries = pivot(rows)
+        return pivot_sort(entries, sort, descending) if sort else entries
+    rows = add_gap_closed([dict(r) for r in rows])
+    return sort_rows(rows, sort, descending) if sort else rows
 
 
 def gap_closed(student: float, base: float, teacher: float) -> float | None:
@@ -106,15 +182,17 @@ def _tabular(records: list[dict[str, Any]], columns: list[str], fmt: str, title:
             table.add_row(*(cell_text(record.get(c)) for c in columns))
         (console or Console()).print(table)
         return ""
-    raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", "--format")
+    raise UserError(f"unknown format {fmt!r}{suggest(fmt, LAYOUTS)}; use one of {', '.join(LAYOUTS)}", "--format")
 
 
 def render(rows: list[dict[str, Any]], fmt: str = "table", console=None, *, sort: str | None = None,
            descending: bool | None = None, title: str = "stillroom leaderboard") -> str:
     """Render leaderboard rows in ``fmt``; the table format prints to ``console`` and returns ''."""
-    rows = add_gap_closed([dict(r) for r in rows])
-    if sort:
-        rows = sort_rows(rows, sort, descending)
+    return render_long(shaped_rows(rows, "long", sort=sort, descending=descending), fmt, console, title=title)
+
+
+def render_long(rows: list[dict[str, Any]], fmt: str, console=None, *, title: str = "stillroom leaderboard") -> str:
+    """The long form of ``rows`` already shaped by ``shaped_rows(..., "long")`` in the built-in layout ``fmt``."""
     if fmt == "json":
         return json.dumps([{k: r.get(k) for k in JSON_FIELDS} for r in rows], indent=2, default=str) + "\n"
     if fmt == "html":
@@ -126,14 +204,20 @@ def render(rows: list[dict[str, Any]], fmt: str = "table", console=None, *, sort
 
 def render_comparison(results: list[dict[str, Any]], fmt: str = "table", console=None) -> str:
     """Render ``significance.compare_models`` results (table, md, csv or json)."""
+    check_comparison_format(fmt)
     if fmt == "json":
         return json.dumps(results, indent=2, default=str) + "\n"
-    if fmt == "html":
-        raise UserError("--compare renders as table, md, csv or json", "--format")
     title = f"{results[0]['model_a']} vs {results[0]['model_b']} (difference = A - B)" if results else "comparison"
     if fmt != "table":
         return _tabular(results, COMPARE_COLUMNS, fmt, title, console)
     return _compact_comparison(results, title, console)
+
+
+def check_comparison_format(fmt: str) -> None:
+    """A one-line error unless ``fmt`` is a layout of ``--compare`` (table, md, csv or json)."""
+    if fmt not in COMPARISON_LAYOUTS:
+        unknown = "" if fmt in LAYOUTS else f"unknown format {fmt!r}{suggest(fmt, COMPARISON_LAYOUTS)}; "
+        raise UserError(f"{unknown}--compare renders as table, md, csv or json", "--format")
 
 
 COMPARE_TESTS = {"mcnemar": "McNemar", "paired_bootstrap": "bootstrap"}
@@ -315,16 +399,20 @@ def _flat(entry: dict[str, Any], keys: list[str], *, text: bool) -> dict[str, An
 def render_pivot(rows: list[dict[str, Any]], fmt: str = "table", console=None, *, sort: str | None = None,
                  descending: bool | None = None, title: str = "stillroom leaderboard") -> str:
     """The pivoted leaderboard of long ``rows`` in ``fmt`` (json: the ``pivot`` dicts themselves)."""
-    entries = pivot(rows)
-    if sort:
-        entries = pivot_sort(entries, sort, descending)
+    entries = shaped_rows(rows, "pivot", sort=sort, descending=descending)
+    return render_entries(entries, fmt, console, title=title, results=rows)
+
+
+def render_entries(entries: list[dict[str, Any]], fmt: str, console=None, *, title: str = "stillroom leaderboard",
+                   results: list[dict[str, Any]] | None = None) -> str:
+    """``pivot`` entries in the built-in layout ``fmt``; ``results`` (the long rows) feed the html report."""
     keys = metric_keys(entries)
     if fmt == "json":
         return json.dumps(entries, indent=2, default=str) + "\n"
     if fmt == "html":
         from stillroom.report import html_report
 
-        return html_report(rows, title=title)
+        return html_report(results or [], title=title)
     if fmt == "csv":
         flat = [_flat(e, keys, text=False) for e in entries]
         return _tabular(flat, list(flat[0]) if flat else ["model"], fmt, title, console)
@@ -332,7 +420,7 @@ def render_pivot(rows: list[dict[str, Any]], fmt: str = "table", console=None, *
         flat = [{**_flat(e, keys, text=True), **{c: cell_text(e.get(c)) for c in BUDGET_COLUMNS}} for e in entries]
         return _tabular(flat, list(flat[0]) if flat else ["model"], fmt, title, console)
     if fmt != "table":
-        raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", "--format")
+        raise UserError(f"unknown format {fmt!r}{suggest(fmt, LAYOUTS)}; use one of {', '.join(LAYOUTS)}", "--format")
     from rich.console import Console
     from rich.table import Table
 

@@ -5,7 +5,8 @@ third-party ones. ``STILLROOM_PLUGINS`` is an allow-list of plugin names, ``STIL
 block-list. A plugin that fails to import is reported in one line and marked broken; the rest keep working.
 
 Registration hooks are called through pluggy, so ``@hookimpl(trylast=True)`` defaults give way to any plugin
-registering the same kind, and ``STILLROOM_TRACE_PLUGINS=1`` prints every hook call to stderr.
+registering the same kind, and ``STILLROOM_TRACE_PLUGINS=1`` prints every hook call to stderr. Two tables come
+out of them: components by role and kind (``components``) and the leaderboard's output formats (``renderers``).
 
 ``get_host()`` is the one way to reach the process-wide host; functions that take a ``host`` argument (tests
 hand theirs in) default it from ``get_host()``, and ``use_host`` swaps it.
@@ -18,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -26,7 +27,11 @@ from stillroom import hookspecs
 from stillroom.errors import UserError, suggest
 from stillroom.roles import ROLES, Component
 
+if TYPE_CHECKING:
+    from stillroom.leaderboard import OutputRenderer
+
 GROUP = "stillroom"
+RENDERER_HOOK = "stillroom_register_output_renderers"
 _HOOK_FOR_ROLE = {
     "endpoint": "stillroom_register_endpoints",
     "teacher": "stillroom_register_teachers",
@@ -62,12 +67,23 @@ class Registered:
 
 
 @dataclass
+class RegisteredRenderer:
+    """One output format of ``stillroom leaderboard``: its renderer and the plugin that registered it (a
+    ``trylast`` default gives way to another plugin's renderer of the same name)."""
+
+    renderer: OutputRenderer
+    plugin: str
+    default: bool = False
+
+
+@dataclass
 class PluginHost:
     """A plugin manager plus the components its plugins registered, by role and kind."""
 
     pm: pluggy.PluginManager
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     _components: dict[str, dict[str, Registered]] | None = None
+    _renderers: dict[str, RegisteredRenderer] | None = None
 
     @property
     def components(self) -> dict[str, dict[str, Registered]]:
@@ -94,6 +110,23 @@ class PluginHost:
     def kinds(self, role: str) -> dict[str, type[Component]]:
         return {kind: reg.cls for kind, reg in self.components[role].items()}
 
+    @property
+    def renderers(self) -> dict[str, RegisteredRenderer]:
+        """Output format name -> registration, filled by ``stillroom_register_output_renderers`` on first use
+        (on its own: showing the leaderboard does not collect every component)."""
+        if self._renderers is None:
+            table: dict[str, RegisteredRenderer] = {}
+            _call_each(self, RENDERER_HOOK, lambda plugin, default: _renderer_registrar(table, plugin, default))
+            self._renderers = _in_load_order(self, table)
+        return self._renderers
+
+    def renderer(self, name: str) -> OutputRenderer:
+        """The output format ``name``; unknown: a one-line error listing the registered ones."""
+        if name not in self.renderers:
+            known = ", ".join(self.renderers) or "none (is the formats plugin disabled?)"
+            raise UserError(f"unknown format {name!r}{suggest(name, self.renderers)}; use one of {known}", "--format")
+        return self.renderers[name].renderer
+
 
 def _name_list(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
@@ -103,24 +136,30 @@ def _name_list(variable: str) -> set[str] | None:
 
 
 def _collect(host: PluginHost) -> None:
-    """Fill the component table by calling each registration hook through pluggy.
-
-    Each implementation is called on its own (a subset hook caller holding just its plugin), in the order
-    pluggy would call them all: ``tryfirst`` first, then later-registered plugins before earlier ones, then
-    ``trylast``. One call per implementation is what lets ``register`` know which plugin is registering and
-    whether it is a ``trylast`` default; the calls still go through pluggy, so tracing and monitoring see them.
-    """
+    """Fill the component table by calling each role's registration hook through pluggy."""
     for role, hook_name in _HOOK_FOR_ROLE.items():
-        caller = getattr(host.pm.hook, hook_name)
-        impls = caller.get_hookimpls()
-        for impl in reversed(impls):  # pluggy's call order is the reverse of this list
-            register = _registrar(host, role, impl.plugin_name, default=impl.trylast)
-            host.pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i is not impl])(register=register)
-    # Listings, schemas and error messages keep the order in which plugins were loaded, whatever order
-    # pluggy called them in.
-    order = {name: index for index, name in enumerate(host.plugins)}
+        _call_each(host, hook_name, lambda plugin, default: _registrar(host, role, plugin, default=default))
     for role, table in host.components.items():
-        host.components[role] = dict(sorted(table.items(), key=lambda item: order[item[1].plugin]))
+        host.components[role] = _in_load_order(host, table)
+
+
+def _call_each(host: PluginHost, hook_name: str, registrar: Callable[[str, bool], Callable[[Any], None]]) -> None:
+    """Call each implementation of a registration hook on its own (a subset hook caller holding just its
+    plugin), in the order pluggy would call them all: ``tryfirst`` first, then later-registered plugins before
+    earlier ones, then ``trylast``. One call per implementation is what lets ``register`` know which plugin is
+    registering and whether it is a ``trylast`` default; the calls still go through pluggy, so tracing and
+    monitoring see them. ``registrar(plugin_name, trylast)`` makes the ``register`` callback."""
+    impls = getattr(host.pm.hook, hook_name).get_hookimpls()
+    for impl in reversed(impls):  # pluggy's call order is the reverse of this list
+        register = registrar(impl.plugin_name, impl.trylast)
+        host.pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i is not impl])(register=register)
+
+
+def _in_load_order(host: PluginHost, table: dict) -> dict:
+    """Listings, schemas and error messages keep the order in which plugins were loaded, whatever order pluggy
+    called them in."""
+    order = {name: index for index, name in enumerate(host.plugins)}
+    return dict(sorted(table.items(), key=lambda item: order[item[1].plugin]))
 
 
 def _registrar(host: PluginHost, role: str, plugin_name: str, *, default: bool) -> Callable[[type], None]:
@@ -140,6 +179,26 @@ def _registrar(host: PluginHost, role: str, plugin_name: str, *, default: bool) 
                 f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {plugin_name!r} "
                 f"({cls.__module__}.{cls.__qualname__})", "plugins")
         host.components[role][cls.name] = Registered(cls, plugin_name, default)
+
+    return register
+
+
+def _renderer_registrar(table: dict[str, RegisteredRenderer], plugin_name: str, default: bool) -> Callable[[Any], None]:
+    """The ``register`` callback one plugin's ``stillroom_register_output_renderers`` receives."""
+    from stillroom.leaderboard import OutputRenderer
+
+    def register(renderer: OutputRenderer) -> None:
+        if not isinstance(renderer, OutputRenderer):
+            raise TypeError(f"plugin {plugin_name!r} registered {renderer!r} as an output renderer: it must be a "
+                            "stillroom.leaderboard.OutputRenderer")
+        existing = table.get(renderer.name)
+        if existing is not None and existing.renderer != renderer:
+            if default and not existing.default:
+                return  # a trylast default gives way to the plugin that registered the format first
+            raise UserError(f"output format {renderer.name!r} is registered twice: by plugin {existing.plugin!r} "
+                            f"({existing.renderer.description}) and by plugin {plugin_name!r} "
+                            f"({renderer.description})", "plugins")
+        table[renderer.name] = RegisteredRenderer(renderer, plugin_name, default)
 
     return register
 

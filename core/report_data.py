@@ -4,7 +4,7 @@ Every function takes pivot entries (``leaderboard.pivot``) and the display names
 them, follows the paths the entries carry (``run_dir``; each metric's ``seed_samples``) and returns plain,
 JSON-ready data for ``report_assets/report.js`` to draw. Missing or unreadable pieces are left out, never
 invented. An entry's stages live under ``stages/methods/<label>/`` with a ``seed<s>/`` level when its run
-trained several seeds (``runs.entry_stage_prefix``). This module reads; it writes nothing.
+trained several seeds (``job.entry_stage_prefix``). This module reads; it writes nothing.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def _first(record: dict[str, Any], fields: tuple[str, ...]) -> Any:
 def sample_view(entries: list[dict[str, Any]], names: list[str], cap: int = SAMPLE_CAP) -> dict[str, Any]:
     """Per evaluator: the items (id, prompt, reference; the first ``cap``) and every entry's [prediction, score]
     per seed, aligned with the items. Read from the ``seed_samples`` paths of each metric."""
-    from stillroom.runs import read_jsonl
+    from stillroom.rundir import read_jsonl
 
     benchmarks: dict[str, dict[str, Any]] = {}
     for entry, name in zip(entries, names):

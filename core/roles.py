@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from stillroom.context import Context
-    from stillroom.runs import RunDirectory
+    from stillroom.rundir import RunDirectory
     from stillroom.specs import Budget
 
 
@@ -99,6 +101,8 @@ class Endpoint(Component):
     ``generate`` adds the call cache, accounting and the budget."""
 
     role = "endpoint"
+    # How many requests the default ``_generate_streaming`` hands ``_generate`` at once (in-process batches).
+    chunk_size: ClassVar[int] = 64
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -160,13 +164,25 @@ class Endpoint(Component):
 
 
 class Teacher(Component):
-    """A model that answers prompts for a method. ``endpoint`` does the talking; white-box teachers also
-    expose ``model`` and ``tokenizer`` (full logits)."""
+    """A model that answers prompts for a method. ``endpoint`` does the talking; a white-box teacher (a local
+    transformers model, kind ``hf``) also exposes ``model`` and ``tokenizer``, for methods that read its full
+    logits or run its ``model.generate`` (``white_box`` says which kind a teacher is)."""
 
     role = "teacher"
     endpoint: Endpoint
-    model: Any = None
-    tokenizer: Any = None
+    """The endpoint every generation call goes through (its counters are what the teacher costs)."""
+    model: PreTrainedModel | None = None
+    """A white-box teacher's transformers model (full next-token logits); None for a teacher behind an API."""
+    tokenizer: PreTrainedTokenizerBase | None = None
+    """A white-box teacher's tokenizer (with ``model``); None for a teacher behind an API."""
+    path: str | Path | None = None
+    """Where a local teacher's weights live (a folder or a hub id), for evaluators that load it; None otherwise."""
+
+    @property
+    def white_box(self) -> bool:
+        """Whether the teacher exposes its ``model`` and ``tokenizer`` (the checks a white-box method makes on
+        top of this are ``stillroom.training.white_box_teacher``, ``causal_models`` and ``same_vocabulary``)."""
+        return self.model is not None and self.tokenizer is not None
 
     def generate(self, requests: list[GenerationRequest], *, description: str | None = None) -> list[list[Completion]]:
         return self.endpoint.generate(requests, description=description or f"teacher {self.name}")
@@ -186,8 +202,19 @@ class Student(Component):
     """A trainable model and tokenizer that can generate, be saved and be loaded."""
 
     role = "student"
-    model: Any = None
-    tokenizer: Any = None
+    model: PreTrainedModel | None = None
+    """The transformers model methods train in place (None for a student that is no transformers model)."""
+    tokenizer: PreTrainedTokenizerBase | None = None
+    """The model's tokenizer (None with ``model``)."""
+    path: str | Path | None = None
+    """Where exactly these weights live on disk (a folder or a hub id), for evaluators that load the model
+    themselves; None for fresh random weights or weights trained since they were loaded."""
+    is_encoder_decoder: bool = False
+    """Whether the model is an encoder-decoder (T5-style: the prompt is encoded, the target decoded) rather than
+    a causal language model (prompt and target form one sequence)."""
+    endpoint: Endpoint | None = None
+    """The endpoint ``generate`` answers through (its counters are what the student's generation costs), or
+    None when it makes no model calls of its own."""
 
     @abc.abstractmethod
     def fresh(self) -> "Student":
@@ -267,6 +294,13 @@ class Judge(Component):
     """Scores or compares answers."""
 
     role = "judge"
+    calibration: str = "none"
+    """What the judge does itself against position bias: 'none', or a combination of 'bpc' (it judges both
+    answer orders and averages) and 'mec' (it samples several evaluations), such as 'mec+bpc'. A method that
+    swaps the answer orders itself (lion) needs a judge without 'bpc'."""
+    endpoint: Endpoint | None = None
+    """The endpoint the judgments are asked through (its counters are what judging costs), or None for a rule
+    that needs no model."""
 
     @abc.abstractmethod
     def judge(self, items: list[JudgeItem]) -> list[Judgment]:
@@ -300,6 +334,12 @@ class Loss(Component):
     @abc.abstractmethod
     def __call__(self, student_logits, teacher_logits=None, labels=None):
         """A scalar loss tensor."""
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the loss divides both logit tensors by (1.0 for a loss that has none);
+        methods that scale the loss by its square (Hinton et al.'s T^2) read it."""
+        return 1.0
 
 
 class MetricValue(BaseModel):
@@ -337,15 +377,12 @@ class Subject:
 
     @classmethod
     def of(cls, component: Teacher | Student | Endpoint, name: str, role: str) -> "Subject":
-        return cls(
-            name,
-            component.generate,
-            role=role,
-            model=getattr(component, "model", None),
-            tokenizer=getattr(component, "tokenizer", None),
-            path=getattr(component, "path", None),
-            endpoint=component if isinstance(component, Endpoint) else getattr(component, "endpoint", None),
-        )
+        """The subject of a teacher or a student (what their roles declare), or of an endpoint alone (a server
+        to generate through)."""
+        if isinstance(component, Endpoint):
+            return cls(name, component.generate, role=role, endpoint=component)
+        return cls(name, component.generate, role=role, model=component.model, tokenizer=component.tokenizer,
+                   path=component.path, endpoint=component.endpoint)
 
 
 class EvaluatorConfig(ComponentConfig):

@@ -1,368 +1,42 @@
-"""Runs: the run directory, resumable stages, and the lifecycle of ``stillroom run SPEC``.
+"""The pipeline of ``stillroom run SPEC``: from a validated spec to the leaderboard rows of one run.
 
-A run lives in ``<output_dir>/<name>/<id>/`` with the resolved spec, a manifest, ``events.jsonl`` and one
-folder per stage under ``stages/``. A stage is produced in a ``.partial`` folder, renamed into place and
-marked with ``.done``, so a crash leaves every finished stage on disk and ``--resume`` continues after it.
+``execute`` opens the run folder (``core/rundir.py``), builds the spec's components, builds the data as the
+first stage, runs every method entry at every seed (``run_entry``: a fresh student in a ``MethodJob`` of
+``core/job.py``, then every evaluator), evaluates the teacher and the base student, and records the results
+(``core/results.py``).
+
+An entry's result depends only on its method, options, seed and data: it starts from the base student's
+weights, every stage reseeds from the entry's seed (``MethodJob.stage``), and a child process rebuilds every
+component from the run folder's copy of the spec. So ``--jobs N`` (entries run concurrently through
+``submitit``: its local executor on one machine, Slurm on a cluster) gives the same results as ``--jobs 1``
+(entries one after another in this process), and each entry resumes on its own from its finished stages.
+
+This module orders the steps and places the entries; the rooms it calls own the files, the job and its
+budget, and the result records. It writes no store row itself.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import platform
-import secrets
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from stillroom import paths, preflight, runlock
+from stillroom import rundir
 from stillroom.context import Context
 from stillroom.errors import UserError
-from stillroom.plugin_manager import PluginHost, get_host
-from stillroom.roles import Component, Student, Subject
-from stillroom.seeding import derive_seed, seed_everything
-from stillroom.specs import Budget, spec_hash
-from stillroom.store import BUDGET_COLUMNS
-
-DONE = ".done"
-FINISHED = "FINISHED"
-
-
-_RUST_IO = {"os error 28": errno.ENOSPC, "os error 27": errno.EFBIG, "os error 122": errno.EDQUOT}
-
-
-@contextlib.contextmanager
-def naming(path: Path, cleanup: Path | None = None):
-    """Writes to ``path``: an OSError that names no file is given ``path`` (a full disk then says where), a
-    library's wrapped I/O error for a full disk (safetensors: "... (os error 28)") becomes that OSError, and
-    ``cleanup`` (a temporary file or folder) is removed when the write fails."""
-    try:
-        yield
-    except BaseException as exc:
-        if cleanup is not None:
-            if cleanup.is_dir():
-                shutil.rmtree(cleanup, ignore_errors=True)
-            else:
-                cleanup.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)
-        elif not isinstance(exc, OSError):
-            code = next((c for text, c in _RUST_IO.items() if text in str(exc)), None)
-            if code is not None:
-                raise OSError(code, os.strerror(code), str(path)) from exc
-        raise
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with naming(path, cleanup=tmp):
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with naming(path, cleanup=tmp):
-        with tmp.open("w") as out:
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, path)
-
-
-def read_jsonl(path: Path, *, numbered: bool = False, objects: bool = False, limit: int | None = None,
-               encoding: str | None = None) -> list[Any]:
-    """The values of a JSON Lines file's non-blank lines; a malformed line is a UserError at ``file:line``.
-
-    ``numbered``: ``(line number, value)`` pairs instead; ``objects``: a line that is not a JSON object is a
-    UserError too; ``limit``: stop after that many values (None or 0: all; later lines are not read);
-    ``encoding``: the file's text encoding (the locale's by default).
-    """
-    rows = []
-    with Path(path).open(encoding=encoding) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"malformed JSON line: {exc.msg}", f"{path}:{number}") from None
-            if objects and not isinstance(row, dict):
-                raise UserError("each line must be a JSON object", f"{path}:{number}")
-            rows.append((number, row) if numbered else row)
-            if limit and len(rows) >= limit:
-                break
-    return rows
-
-
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def process_rank() -> int:
-    """This process's rank under ``accelerate launch`` / torchrun (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-
-
-def _wait_for(marker: Path, poll: float = 0.5) -> None:
-    """Wait for rank 0 to finish a stage; give up after STILLROOM_RANK_WAIT seconds (default 12 hours)."""
-    deadline = time.monotonic() + float(os.environ.get("STILLROOM_RANK_WAIT", 12 * 3600))
-    while not marker.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"rank {process_rank()}: gave up waiting for rank 0 to finish {marker.parent}")
-        time.sleep(poll)
-
-
-class RunDirectory:
-    """One run's folder: stages with completion markers, an append-only event log, atomic JSON writes."""
-
-    def __init__(self, root: Path, host: PluginHost | None = None, run: "Run | None" = None):
-        self.root = Path(root)
-        self.host = host
-        self.run = run
-        (self.root / "stages").mkdir(parents=True, exist_ok=True)
-
-    def event(self, event: str, **fields: Any) -> None:
-        if process_rank() != 0:
-            return
-        line = json.dumps({"time": time.time(), "event": event, **fields}, default=str)
-        with naming(self.root / "events.jsonl"), (self.root / "events.jsonl").open("a") as log:
-            log.write(line + "\n")
-            log.flush()
-
-    def stage_path(self, name: str) -> Path:
-        paths.inside(self.root / "stages", Path(name), f"stage {name}")  # no name may lead out of the run folder
-        return self.root / "stages" / name
-
-    def is_done(self, name: str) -> bool:
-        return (self.stage_path(name) / DONE).exists()
-
-    def stage(self, name: str, produce: Callable[[Path], dict | None]) -> Path:
-        """Run ``produce(folder)`` once: skipped when the stage already finished, otherwise its output is
-        written to a temporary folder and renamed into place. Returns the stage folder."""
-        final = self.stage_path(name)
-        if self.is_done(name):
-            self.event("stage_skipped", stage=name)
-            return final
-        rank = process_rank()
-        if rank != 0:
-            # Under a multi-process launch every rank runs the work (training needs them all), but only
-            # rank 0 writes the stage; the others drop their copy once rank 0 has marked it done.
-            private = final.with_name(f"{final.name}.rank{rank}.partial")
-            shutil.rmtree(private, ignore_errors=True)
-            private.mkdir(parents=True)
-            produce(private)
-            _wait_for(final / DONE)
-            shutil.rmtree(private, ignore_errors=True)
-            return final
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        self.event("stage_started", stage=name)
-        start = time.perf_counter()
-        metrics = dict(produce(partial) or {})
-        metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
-        write_json_atomic(partial / "stage.json", metrics)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        (final / DONE).touch()
-        self.event("stage_finished", stage=name, metrics=metrics)
-        if self.host is not None and self.run is not None:
-            self.host.pm.hook.stillroom_stage_finished(run=self.run, stage=name, metrics=metrics)
-        return final
-
-    def stage_metrics(self, name: str) -> dict[str, Any]:
-        path = self.stage_path(name) / "stage.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def jsonl_stage(self, name: str, compute: Callable[[], list[dict]], filename: str = "records.jsonl") -> list[dict]:
-        """A stage whose output is a list of records, kept as JSONL."""
-        def produce(folder: Path):
-            rows = compute()
-            write_jsonl_atomic(folder / filename, rows)
-            return {"records": len(rows)}
-
-        return read_jsonl(self.stage(name, produce) / filename)
-
-
-# What a training stage consumed (``store.BUDGET_COLUMNS``), under these names in its stage.json and summed per
-# entry by ``MethodJob.summary`` (averaged over seeds on the leaderboard). ``MethodJob.stage`` measures the API
-# and time columns itself; the training engine reports the others.
-
-
-def entry_stage_prefix(kind: str, label: str, seed: int, seeded: bool) -> str:
-    """Where an entry's stages live: ``methods/<label>/`` (``kind`` "methods") or ``eval/<label>/``, with a
-    ``seed<s>/`` level when the run trains several seeds. The one place that spells this layout."""
-    return f"{kind}/{label}/seed{seed}" if seeded else f"{kind}/{label}"
-
-
-def _endpoint_usage(endpoints: list[Any]) -> dict[str, float]:
-    """Calls (cached or paid), tokens and cost so far, summed over ``endpoints``."""
-    total = {"calls": 0.0, "paid": 0.0, "tokens": 0.0, "cost": 0.0}
-    for endpoint in endpoints:
-        stats = endpoint.stats
-        total["calls"] += stats.get("requests", 0) + stats.get("cache_hits", 0)
-        total["paid"] += stats.get("requests", 0)
-        total["tokens"] += stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0) + stats.get("cached_tokens", 0)
-        total["cost"] += stats.get("cost", 0.0) or 0.0
-    return total
-
-
-@dataclass
-class MethodJob:
-    """What a method gets: the roles, the data, the budget, and resumable stages under its own prefix.
-
-    ``seed`` is this entry's seed; ``seeded`` says whether the run trains several seeds (the seed is then part
-    of every stage path). Every stage reseeds Python, NumPy and torch from ``stage_seed(name)`` first, so an
-    entry's result does not depend on what ran before it in the process."""
-
-    label: str
-    method: Component
-    teacher: Any
-    student: Student
-    data: dict[str, list[dict[str, Any]]]
-    budget: Budget
-    seed: int
-    run_dir: RunDirectory
-    context: Context
-    info: dict[str, Any] = field(default_factory=dict)
-    seeded: bool = False
-
-    @property
-    def prefix(self) -> str:
-        """This entry's stage folder, relative to ``stages/`` (``methods/<label>`` or ``methods/<label>/seed<s>``)."""
-        return entry_stage_prefix("methods", self.label, self.seed, self.seeded)
-
-    def _name(self, name: str) -> str:
-        return f"{self.prefix}/{name}"
-
-    def stage_path(self, name: str = "") -> Path:
-        """The folder of this entry's stage ``name`` (of the entry itself when empty)."""
-        return self.run_dir.stage_path(self._name(name) if name else self.prefix)
-
-    def stage_metrics(self, name: str) -> dict[str, Any]:
-        """The recorded metrics of this entry's finished stage ``name`` ({} when it has not finished)."""
-        return self.run_dir.stage_metrics(self._name(name))
-
-    def stage_seed(self, name: str) -> int:
-        """The seed of stage ``name``: from the entry's seed and the stage's name within the entry (not its label
-        or folder, so renaming an entry or adding seeds to a spec does not change what it trains)."""
-        return derive_seed(self.seed, name)
-
-    def checkpoint_dir(self, name: str) -> Path:
-        """A folder for mid-stage checkpoints of stage ``name``: outside the stage's ``.partial`` folder (which a
-        restarted stage deletes), so a killed stage can continue from it; removed once the stage is done."""
-        folder = self.run_dir.root / "checkpoints" / self._name(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def train_records(self) -> list[dict[str, Any]]:
-        """The budget's training problems: the first ``budget.train_examples`` records of the train split (all
-        when unset), the same ids for every method and seed, in an order fixed by this entry's seed alone."""
-        import random
-
-        rows = self.data.get("train") or []
-        if not rows:
-            raise UserError("the data has no 'train' split, or it is empty", f"methods[{self.label}]")
-        chosen = list(rows[:self.budget.train_examples] if self.budget.train_examples else rows)
-        random.Random(derive_seed(self.seed, "train_records")).shuffle(chosen)
-        return chosen
-
-    def _endpoints(self) -> list[Any]:
-        found = list(self.context.endpoints.values())
-        teacher_endpoint = getattr(self.teacher, "endpoint", None)
-        if teacher_endpoint is not None and all(teacher_endpoint is not e for e in found):
-            found.append(teacher_endpoint)
-        return found
-
-    def stage(self, name: str, produce: Callable[[Path], dict | None]) -> Path:
-        """Run this entry's stage ``name`` (see ``RunDirectory.stage``), seeded from ``stage_seed(name)``; its
-        metrics gain the API calls, tokens and cost it used, and its wall time."""
-        def counted(folder: Path):
-            seed_everything(self.stage_seed(name))
-            before, start = _endpoint_usage(self._endpoints()), time.perf_counter()
-            metrics = dict(produce(folder) or {})
-            after = _endpoint_usage(self._endpoints())
-            metrics.setdefault("teacher_calls", int(after["calls"] - before["calls"]))
-            metrics.setdefault("teacher_calls_paid", int(after["paid"] - before["paid"]))
-            metrics.setdefault("teacher_tokens", int(after["tokens"] - before["tokens"]))
-            metrics.setdefault("cost", round(after["cost"] - before["cost"], 6))
-            metrics.setdefault("wall_seconds", round(time.perf_counter() - start, 3))
-            # kept under its old name for readers of earlier stage.json files
-            metrics.setdefault("teacher_requests", metrics["teacher_calls_paid"])
-            return metrics
-
-        path = self.run_dir.stage(self._name(name), counted)
-        checkpoints = self.run_dir.root / "checkpoints" / self._name(name)
-        if process_rank() == 0 and checkpoints.exists() and self.run_dir.is_done(self._name(name)):
-            shutil.rmtree(checkpoints, ignore_errors=True)
-        return path
-
-    def jsonl_stage(self, name: str, compute: Callable[[], list[dict]]) -> list[dict]:
-        def produce(folder: Path):
-            rows = compute()
-            write_jsonl_atomic(folder / "records.jsonl", rows)
-            return {"records": len(rows)}
-
-        return read_jsonl(self.stage(name, produce) / "records.jsonl")
-
-    def model_stage(self, name: str, train: Callable[[Student, Path], dict | None]) -> Student:
-        """Train ``self.student`` with ``train(student, folder)`` and save it; on resume, load it instead."""
-        def produce(folder: Path):
-            metrics = train(self.student, folder) or {}
-            with naming(folder / "model"):
-                self.student.save(folder / "model")
-            return metrics
-
-        path = self.stage(name, produce)
-        return self.student.load(path / "model")
-
-    def summary(self) -> dict[str, Any]:
-        """The budget columns (``BUDGET_COLUMNS``) summed over this entry's finished stages; a column no stage
-        recorded is None rather than 0, so "not measured" never reads as "free"."""
-        totals: dict[str, float | None] = dict.fromkeys(BUDGET_COLUMNS)
-        for stage_file in sorted(self.stage_path().rglob("stage.json")):
-            metrics = json.loads(stage_file.read_text())
-            for column in BUDGET_COLUMNS:
-                value = metrics.get(column)
-                if column == "wall_seconds" and value is None:
-                    value = metrics.get("seconds")  # stages recorded before wall_seconds existed
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    totals[column] = (totals[column] or 0) + value
-        return {column: (round(value, 6) if isinstance(value, float) else value) for column, value in totals.items()}
-
-
-def versions(host: PluginHost) -> dict[str, Any]:
-    found = {}
-    for dist in ("stillroom", "torch", "transformers", "trl", "lm-eval", "datasets", "pydantic", "pluggy", "openai"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    found["plugins"] = {name: {"distribution": p.distribution, "version": p.version, "status": p.status}
-                        for name, p in host.plugins.items()}
-    return found
-
-
-def git_sha(folder: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+from stillroom.job import MethodJob, derive_seed, endpoint_usage, entry_stage_prefix, seed_everything
+from stillroom.plugin_manager import PluginHost, get_host, use_host
+from stillroom.results import Evaluation, Lineage, SubjectResults, evaluate_subject, over_seeds
+from stillroom.roles import Component
+from stillroom.rundir import FINISHED, RunDirectory, process_rank, read_jsonl, write_json_atomic, write_jsonl_atomic
+from stillroom.specs import SpecError, read_spec_file, reference_label, run_seeds, spec_hash, validate_spec
 
 
 @dataclass
@@ -376,29 +50,111 @@ class Run:
     dir: RunDirectory
     spec_path: Path
 
+    def spec_json(self) -> dict[str, Any]:
+        """The resolved spec as the store keeps it."""
+        return self.spec.model_dump(mode="json")
 
-def _new_id(digest: str = "") -> str:
-    """A fresh run id; every rank of one multi-process launch derives the same one."""
-    if os.environ.get("STILLROOM_RUN_ID"):
-        return os.environ["STILLROOM_RUN_ID"]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"dist-{digest[:8]}-{os.environ.get('MASTER_PORT', '0')}"
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    def model_name(self, subject: str) -> str:
+        """A model's name on the leaderboard: ``<run name>/<subject>``."""
+        return f"{self.name}/{subject}"
 
 
-def find_resumable(output_dir: Path, name: str, digest: str) -> Path | None:
-    """The newest unfinished run directory of this spec (same spec hash), if any."""
-    base = output_dir / name
-    if not base.exists():
+# ---------------------------------------------------------------------------------------------------------
+# How entries run (``--jobs``, ``--launcher``, ``--seeds``).
+
+LAUNCHERS = ("local", "slurm")
+
+
+@dataclass
+class LaunchOptions:
+    """How entries run: ``jobs`` at a time (1: in this process), through ``launcher``."""
+
+    jobs: int = 1
+    launcher: str = "local"
+    partition: str | None = None
+    time_minutes: int = 24 * 60
+    threads_per_job: int | None = None
+    gpus: int = 0  # local: GPUs to spread entries over (one each); slurm: GPUs per entry's job
+    # builds the plugin host in a child process (tests pass their own; default: the installed plugins)
+    host_factory: Callable[[], PluginHost] | None = field(default=None, repr=False)
+
+    @property
+    def in_process(self) -> bool:
+        return self.jobs <= 1 and self.launcher == "local"
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use (0 without CUDA), counted without importing torch when CUDA is hidden."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def threads_per_job() -> int:
+    """Threads one entry uses on CPU: ``OMP_NUM_THREADS`` when set, else 1 (many small entries beat one wide
+    one on the CPU sizes stillroom's quick specs use)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+def default_jobs(gpus: int | None = None) -> int:
+    """``--jobs auto``: one entry per visible GPU, else CPU cores / threads per job."""
+    gpus = visible_gpus() if gpus is None else gpus
+    if gpus:
+        return gpus
+    return max(1, (os.cpu_count() or 1) // threads_per_job())
+
+
+def parse_jobs(value: str | int | None) -> int:
+    """``--jobs``: a positive number or ``auto``."""
+    if value is None:
+        return 1
+    if isinstance(value, int):
+        number = value
+    elif str(value).strip().lower() == "auto":
+        return default_jobs()
+    else:
+        try:
+            number = int(value)
+        except ValueError:
+            raise UserError(f"expected a number of parallel entries or 'auto', got {value!r}", "--jobs") from None
+    if number < 1:
+        raise UserError(f"must be at least 1, got {number}", "--jobs")
+    return number
+
+
+def parse_seeds(value: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as a list (None when not given)."""
+    if value is None:
         return None
-    for folder in sorted((p for p in base.iterdir() if p.is_dir()), reverse=True):
-        manifest = folder / "manifest.json"
-        if (folder / FINISHED).exists() or not manifest.exists():
-            continue
-        if json.loads(manifest.read_text()).get("spec_hash") == digest:
-            return folder
-    return None
+    try:
+        seeds = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated integers such as 0,1,2, got {value!r}", "--seeds") from None
+    if not seeds:
+        raise UserError("give at least one seed, e.g. --seeds 0,1,2", "--seeds")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"each seed once, got {value!r}", "--seeds")
+    return seeds
 
+
+def load_run_spec(path: str | Path, host: PluginHost, seeds: list[int] | None = None) -> BaseModel:
+    """A spec file, with ``--seeds`` replacing its own seeds when given (validated like the file itself)."""
+    data = read_spec_file(path)
+    if seeds is not None:
+        data = {**data, "seeds": list(seeds)}
+    return validate_spec(data, host)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run, step by step.
 
 def _build(host: PluginHost, role: str, config: BaseModel, context: Context) -> Component:
     cls = host.component(role, config.kind)  # type: ignore[attr-defined]
@@ -417,12 +173,11 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
             launch=None) -> Run:
     """Validate, run every method entry (at every seed) as stages, evaluate every model, write the leaderboard
     store. ``output_dir`` replaces the spec's own (for a packaged spec whose folder is not the user's);
-    ``seeds`` replaces the spec's seeds (``--seeds``); ``launch`` (``entries.LaunchOptions``) runs entries in
+    ``seeds`` replaces the spec's seeds (``--seeds``); ``launch`` (``LaunchOptions``) runs entries in
     parallel processes (``--jobs``, ``--launcher``)."""
-    from stillroom.entries import LaunchOptions, load_run_spec
-
     from stillroom.leaderboard import render
-    from stillroom.store import ResultsStore, record_run
+    from stillroom.results import record_run
+    from stillroom.store import ResultsStore
 
     host = host or get_host()
     # absolute(), not resolve(): a symlinked spec (examples/quickstart.toml) keeps its runs next to the link
@@ -431,12 +186,12 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     launch = launch or LaunchOptions()
     digest = spec_hash(spec)
     output_dir = Path(output_dir).resolve() if output_dir is not None else (spec_path.parent / spec.output_dir).resolve()
-    folder = find_resumable(output_dir, spec.name, digest) if resume else None
+    folder = rundir.find_resumable(output_dir, spec.name, digest) if resume else None
     if resume and folder is None and console:
         console.print(f"[yellow]no unfinished run of {spec.name} with this spec; starting a new one[/]")
-    run_id = folder.name if folder else _new_id(digest)
+    run_id = folder.name if folder else rundir.new_run_id(digest)
     folder = folder or output_dir / spec.name / run_id
-    preflight.check_before_run(spec, output_dir)  # cache, store, output and data folders: before any work
+    rundir.check_before_run(spec, output_dir)  # cache, store, output and data folders: before any work
     context = Context(seed=spec.seed, run_dir=folder)
 
     if spec.teacher is None:  # before anything is loaded: a spec that cannot run fails in a second
@@ -456,78 +211,61 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     run = Run(run_id, spec.name, spec, digest, run_dir, spec_path)
     run_dir.run = run
     if process_rank() == 0:
-        runlock.hold(folder)  # a second `run --resume` of this run fails here, naming the holder
+        rundir.hold_lock(folder)  # a second `run --resume` of this run fails here, naming the holder
 
     if not (folder / "manifest.json").exists() and process_rank() == 0:
-        write_json_atomic(folder / "spec.json", spec.model_dump(mode="json"))
-        shutil.copyfile(spec_path, folder / ("spec" + spec_path.suffix))
         files = [Path(f) for c in [data_gen, *(e for _, e in evaluators)] for f in c.source_files()]
-        write_json_atomic(folder / "manifest.json", {
-            "run_id": run_id, "name": spec.name, "spec_hash": digest, "seed": spec.seed,
-            "seeds": spec.seeds or [spec.seed],
-            "created": datetime.now(timezone.utc).isoformat(), "versions": versions(host),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "git_sha": git_sha(spec_path.parent),
-            "data_files": {str(f): file_checksum(f) for f in files if f.is_file()},
-        })
+        rundir.write_manifest(folder, run_id, spec, digest, spec_path, host, files)
     run_dir.event("run_started" if not resume else "run_resumed", run_id=run_id)
     host.pm.hook.stillroom_run_started(run=run)
 
     # the data first: a missing or malformed data file is reported before any model is loaded (or trained)
-    calls_before_data = _endpoint_usage(list(endpoints.values()))["calls"]
+    calls_before_data = endpoint_usage(list(endpoints.values()))["calls"]
     try:
         data = load_data(run_dir, data_gen)
     except UserError:
-        runlock.release(folder)
-        preflight.discard_unstarted(folder, created, rebuildable=("data",))
+        rundir.release_lock(folder)
+        rundir.discard_unstarted(folder, created, rebuildable=("data",))
         raise
     # a data stage that called no endpoint only read files: rebuilding it costs seconds, so it alone does not keep
     # the folder of a run that fails its checks (a student or teacher that cannot load, a method that refuses its
     # teacher) before any method stage begins; a data stage that generated does keep it
-    rebuildable = ("data",) if _endpoint_usage(list(endpoints.values()))["calls"] == calls_before_data else ()
+    rebuildable = ("data",) if endpoint_usage(list(endpoints.values()))["calls"] == calls_before_data else ()
     teacher = None
     try:
         try:
             teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
             base_student = _build(host, "student", spec.student, context)
-            evaluated = _train_and_evaluate(host, spec, run, context, endpoints, teacher, base_student, data,
-                                            evaluators, launch, folder / ("spec" + spec_path.suffix), seeds)
+            outcomes = _train_and_evaluate(host, spec, run, context, endpoints, teacher, base_student, data,
+                                           evaluators, launch, folder / ("spec" + spec_path.suffix), seeds)
+            evaluations, lineages = _leaderboard_records(host, spec, run_dir, teacher, outcomes)
         finally:
             if process_rank() == 0:
                 _record_calls(run_dir, endpoints, teacher)
     except UserError:
         if process_rank() == 0:
-            runlock.release(folder)
-            preflight.discard_unstarted(folder, created, rebuildable=rebuildable)
+            rundir.release_lock(folder)
+            rundir.discard_unstarted(folder, created, rebuildable=rebuildable)
         raise
-    lineage = {"teacher": teacher.endpoint.identity() if teacher is not None and getattr(teacher, "endpoint", None) else None,
-               "data": {"kind": spec.data.kind, "options": spec.data.model_dump(mode="json"),
-                        "checksum": run_dir.stage_metrics("data").get("checksum")},
-               "budget": spec.budget.model_dump()}
-    for item in evaluated:
-        item.setdefault("options", {})
-        if isinstance(item.get("options"), dict):
-            item["options"] = {**item["options"], "budget": lineage["budget"]} if item["role"] == "method" else item["options"]
     if process_rank() != 0:
         return run
-    rows = record_run(ResultsStore.default(), run, evaluated, lineage)
+    rows = record_run(ResultsStore.default(), run, evaluations, lineages)
     (folder / "report.html").write_text(render(rows, "html", title=f"{spec.name} {run_id}"))
     host.pm.hook.stillroom_run_finished(run=run, results=rows)
     (folder / FINISHED).touch()
     run_dir.event("run_finished", rows=len(rows))
-    runlock.release(folder)
+    rundir.release_lock(folder)
     return run
 
 
 def _train_and_evaluate(host: PluginHost, spec: BaseModel, run: Run, context: Context, endpoints, teacher,
-                        base_student, data, evaluators, launch, spec_copy: Path, seeds_override) -> list[dict]:
+                        base_student, data, evaluators, launch, spec_copy: Path,
+                        seeds_override) -> list[SubjectResults]:
     """Train and evaluate every method entry at every seed (in this process, or ``launch.jobs`` at a time in
-    child processes), then evaluate the teacher and the base student once; returns the leaderboard items."""
-    from stillroom.entries import EntryTask, leaderboard_items, run_entry, run_in_processes
-    from stillroom.specs import reference_label, run_seeds
-
+    child processes), then evaluate the teacher and the base student once; returns one outcome per model and
+    seed."""
     run_dir = run.dir
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[SubjectResults] = []
     seeds = run_seeds(spec)
     seeded = len(seeds) > 1
     pairs = [(entry, seed) for entry in spec.methods for seed in seeds]
@@ -543,25 +281,42 @@ def _train_and_evaluate(host: PluginHost, spec: BaseModel, run: Run, context: Co
         def log(index, what, job_id):
             run_dir.event(f"entry_{what}", entry=tasks[index].label, seed=tasks[index].seed, job=job_id)
 
-        for outcome in run_in_processes(tasks, launch, run_dir.root / "jobs", log=log):
-            _add_calls(endpoints, teacher, outcome.pop("calls", {}))
-            outcomes.append(outcome)
+        found, calls = run_in_processes(tasks, launch, run_dir.root / "jobs", log=log)
+        outcomes.extend(found)
+        for made in calls:
+            _add_calls(endpoints, teacher, made)
     anchors = [("teacher", teacher)] if teacher is not None and spec.evaluate.teacher else []
     anchors += [("base", base_student)] if spec.evaluate.base else []
     evaluated = []
     for name, component in anchors:
-        results = {label: evaluate_subject(run_dir, name, component, label, evaluator, name)
-                   for label, evaluator in evaluators}
-        evaluated.append({"label": name, "role": name, "kind": None, "seed": None, "summary": {}, "info": None,
-                          "options": None, "path": str(getattr(component, "path", "") or ""), "results": results,
-                          "versions": {label: _plugin_version(host, "evaluator", e.name) for label, e in evaluators}})
-    # teacher and base first on the leaderboard
-    return leaderboard_items(evaluated + outcomes, reference_label(spec, host), spec.name)
+        evaluations = tuple(evaluate_subject(run_dir, name, component, label, evaluator, name,
+                                             version=plugin_version(host, "evaluator", evaluator.name))
+                            for label, evaluator in evaluators)
+        lineage = Lineage(name, seeds=(), path=str(component.path or ""))
+        evaluated.append(SubjectResults(name, lineage, evaluations))
+    return evaluated + outcomes  # teacher and base first on the leaderboard
+
+
+def _leaderboard_records(host: PluginHost, spec: BaseModel, run_dir: RunDirectory, teacher,
+                         outcomes: list[SubjectResults]) -> tuple[list[Evaluation], dict[str, Lineage]]:
+    """The run's outcomes averaged over seeds and compared with the reference entry (``results.over_seeds``),
+    each model's lineage completed with what the whole run shares: the teacher's identity, the data, and (for
+    method entries) the spec's budget among the options."""
+    evaluations, lineages = over_seeds(outcomes, reference_label(spec, host), spec.name)
+    teacher_endpoint = teacher.endpoint if teacher is not None else None
+    teacher_identity = teacher_endpoint.identity() if teacher_endpoint is not None else None
+    data = {"kind": spec.data.kind, "options": spec.data.model_dump(mode="json"),
+            "checksum": run_dir.stage_metrics("data").get("checksum")}
+    budget = spec.budget.model_dump()
+    for subject, lineage in lineages.items():
+        options = {**(lineage.options or {}), "budget": budget} if lineage.role == "method" else lineage.options
+        lineages[subject] = replace(lineage, teacher=teacher_identity, data=data, options=options)
+    return evaluations, lineages
 
 
 def _add_calls(endpoints: dict[str, Any], teacher, calls: dict[str, dict]) -> None:
     """Add a child process's endpoint accounting to this process's endpoints (for calls.json)."""
-    teacher_endpoint = getattr(teacher, "endpoint", None)
+    teacher_endpoint = teacher.endpoint if teacher is not None else None
     for name, stats in calls.items():
         endpoint = endpoints.get(name) or (teacher_endpoint if name == "teacher" else None)
         if endpoint is None:
@@ -574,7 +329,7 @@ def _add_calls(endpoints: dict[str, Any], teacher, calls: dict[str, dict]) -> No
 def _record_calls(run_dir: RunDirectory, endpoints: dict[str, Any], teacher) -> None:
     """Calls, cache hits, tokens, retries and cost per endpoint, kept even when the run fails."""
     calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
-    teacher_endpoint = getattr(teacher, "endpoint", None)
+    teacher_endpoint = teacher.endpoint if teacher is not None else None
     if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
         calls["teacher"] = dict(teacher_endpoint.stats)
     write_json_atomic(run_dir.root / "calls.json", calls)
@@ -594,24 +349,231 @@ def load_data(run_dir: RunDirectory, generator: Component) -> dict[str, list[dic
     return {p.stem: read_jsonl(p) for p in sorted(path.glob("*.jsonl"))}
 
 
-def evaluate_subject(run_dir: RunDirectory, subject_name: str, component, evaluator_label: str, evaluator,
-                     role: str, *, stage: str | None = None) -> dict[str, Any]:
-    """Evaluate one model with one evaluator as a resumable stage (``stage``, by default
-    ``eval/<subject>/<evaluator>``); returns the stored metrics."""
-    def produce(folder: Path):
-        result = evaluator.evaluate(Subject.of(component, subject_name, role))
-        write_jsonl_atomic(folder / "samples.jsonl", result.samples)
-        write_json_atomic(folder / "result.json", {"metrics": [m.model_dump() for m in result.metrics],
-                                                   "details": result.details})
-        return {"n": max((m.n for m in result.metrics), default=0)}
-
-    path = run_dir.stage(stage or f"eval/{subject_name}/{evaluator_label}", produce)
-    result = json.loads((path / "result.json").read_text())
-    result["samples_path"] = str(path / "samples.jsonl")
-    return result
-
-
-def _plugin_version(host: PluginHost, role: str, kind: str) -> str | None:
+def plugin_version(host: PluginHost, role: str, kind: str) -> str | None:
+    """The version of the plugin that registered ``kind`` of ``role`` (None when unknown)."""
     registered = host.components[role].get(kind)
     info = host.plugins.get(registered.plugin) if registered else None
     return info.version if info else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running one entry.
+
+def run_entry(host: PluginHost, spec: BaseModel, run_dir, context, teacher, base_student, data, evaluators,
+              entry: BaseModel, seed: int, seeded: bool) -> SubjectResults:
+    """Train ``entry`` at ``seed`` on a fresh student and evaluate it with every evaluator (resumable stages).
+    Returns the trained model's lineage (what it consumed, its info and options) and its evaluations."""
+    label = entry_label(entry)
+    method = _build(host, "method", entry, context)
+    seed_everything(derive_seed(seed, "student"))  # a student that initialises randomly does so from the seed
+    job = MethodJob(label, method, teacher, base_student.fresh(), data, spec.budget, seed, run_dir, context,
+                    seeded=seeded)
+    trained = method.run(job)
+    evaluations = []
+    for evaluator_label, evaluator in evaluators:
+        seed_everything(derive_seed(seed, "eval", evaluator_label))  # sampled evaluations too
+        stage = f"{entry_stage_prefix('eval', label, seed, seeded)}/{evaluator_label}"
+        evaluations.append(evaluate_subject(run_dir, label, trained, evaluator_label, evaluator, "method",
+                                            stage=stage, seed=seed,
+                                            version=plugin_version(host, "evaluator", evaluator.name)))
+    lineage = Lineage("method", method=entry.kind, seeds=(seed,), path=str(trained.path or ""),
+                      options=entry.model_dump(mode="json"), budget=job.summary(), extra=dict(job.info) or None)
+    return SubjectResults(label, lineage, tuple(evaluations))
+
+
+@dataclass
+class EntryTask:
+    """One entry at one seed, as a child process receives it (pickled by submitit)."""
+
+    spec_path: str
+    seeds: list[int] | None
+    folder: str
+    label: str
+    seed: int
+    threads: int | None = None
+    host_factory: Callable[[], PluginHost] | None = None
+    parent_pid: int | None = None  # local launcher: the `stillroom run` process this entry works for
+
+
+def _exit_with_parent(pid: int, poll: float = 1.0) -> None:
+    """Stop this process soon after ``pid`` is gone: a `stillroom run` killed with kill -9 must not leave
+    entries training in its run folder, where a `--resume` would meet them."""
+    import threading
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # another user's process now has that pid: ours is gone
+            return True
+        try:  # killed but not yet reaped by its own parent: a zombie
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (OSError, IndexError):
+            return False
+
+    def watch():
+        while True:
+            time.sleep(poll)
+            if gone():
+                os._exit(1)
+
+    threading.Thread(target=watch, name="stillroom-parent-watch", daemon=True).start()
+
+
+def run_entry_tasks(tasks: list[EntryTask], claims: str | None = None) -> dict[str, Any]:
+    """A child process's work: rebuild the run's components from its folder once, run ``tasks`` (entries of
+    one run) one after another, and return ``{"outcomes": {task index: outcome}, "calls": {...}}`` with the calls
+    its endpoints made. Running several entries per process pays the start-up (imports, loading the teacher) once
+    per process rather than once per entry. With ``claims`` (a folder shared by the lanes of one launch) a task is
+    run only by the lane that claims it first, so lanes given the same list share the work as they free up.
+    A user error comes back as ``{"user_error": lines}``."""
+    first = tasks[0]
+    if first.parent_pid:
+        _exit_with_parent(first.parent_pid)
+    if first.threads:
+        os.environ["OMP_NUM_THREADS"] = str(first.threads)
+    if first.threads:
+        import sys
+
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(first.threads)
+    host = first.host_factory() if first.host_factory is not None else get_host()
+    use_host(host)
+    try:
+        spec = load_run_spec(first.spec_path, host, first.seeds)
+        folder = Path(first.folder)
+        context = Context(seed=spec.seed, run_dir=folder)
+        endpoints = {name: _build(host, "endpoint", cfg, context) for name, cfg in spec.endpoints.items()}
+        context.endpoints.update(endpoints)
+        run_dir = RunDirectory(folder, host)
+        run_dir.run = Run(folder.name, spec.name, spec, spec_hash(spec), run_dir, Path(first.spec_path))
+        data = load_data(run_dir, _build(host, "generator", spec.data, context))
+        evaluators = [(entry_label(e), _build(host, "evaluator", e, context)) for e in spec.evaluators]
+        teacher = _build(host, "teacher", spec.teacher, context) if spec.teacher is not None else None
+        base_student = _build(host, "student", spec.student, context)
+        outcomes = {}
+        for index, task in enumerate(tasks):
+            if claims is not None and not _claim(Path(claims), index):
+                continue
+            entry = next(e for e in spec.methods if entry_label(e) == task.label)
+            outcomes[index] = run_entry(host, spec, run_dir, context, teacher, base_student, data, evaluators, entry,
+                                        task.seed, len(run_seeds(spec)) > 1)
+    except UserError as exc:
+        return {"user_error": list(exc.lines)}
+    calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
+    teacher_endpoint = teacher.endpoint if teacher is not None else None
+    if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
+        calls["teacher"] = dict(teacher_endpoint.stats)
+    return {"outcomes": outcomes, "calls": calls}
+
+
+def _claim(folder: Path, index: int) -> bool:
+    """Take task ``index`` for this process: True for the first process to ask (an exclusive file create)."""
+    try:
+        os.close(os.open(folder / f"{index}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def slurm_parameters(options: LaunchOptions) -> dict[str, Any]:
+    """What each entry's Slurm job asks for (submitit ``AutoExecutor`` names): its time, CPUs, ``options.gpus``
+    GPUs, and the partition."""
+    parameters = {"timeout_min": options.time_minutes, "cpus_per_task": options.threads_per_job or 1,
+                  "gpus_per_node": options.gpus, "slurm_array_parallelism": options.jobs}
+    if options.partition:
+        parameters["slurm_partition"] = options.partition
+    return parameters
+
+
+def _executor(options: LaunchOptions, folder: Path):
+    import shutil
+
+    import submitit
+
+    if options.launcher == "slurm":
+        if shutil.which("srun") is None:
+            raise UserError("no Slurm on this machine (srun not found); run from a cluster's login node, or use "
+                            "--launcher local", "--launcher")
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(**slurm_parameters(options))
+        return executor
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=options.time_minutes)
+    return executor
+
+
+def lanes(count: int, options: LaunchOptions) -> list[list[int]]:
+    """Task indices grouped into jobs: on one machine without GPUs, ``options.jobs`` lanes that each get every
+    task and claim them one at a time as they free up (each lane one process running its entries in turn); with
+    GPUs or Slurm, one job per entry."""
+    if options.launcher == "local" and not options.gpus:
+        return [list(range(count)) for _ in range(max(1, min(options.jobs, count)))]
+    return [[index] for index in range(count)]
+
+
+def run_in_processes(tasks: list[EntryTask], options: LaunchOptions, folder: Path, *, log=None,
+                     poll: float = 0.1) -> tuple[list[SubjectResults], list[dict[str, dict]]]:
+    """Run ``tasks`` through submitit, at most ``options.jobs`` jobs at a time locally (one per GPU when GPUs are
+    used; see ``lanes``); returns their outcomes in task order and the endpoint calls each job made. The first
+    failure stops the rest and is raised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = _executor(options, folder)
+    outcomes: list[SubjectResults | None] = [None] * len(tasks)
+    calls: list[dict[str, dict]] = []
+    units = lanes(len(tasks), options)
+    shared = any(len(unit) > 1 for unit in units)
+    claims = None
+    if shared:  # lanes share one task list: a fresh claims folder per launch, so a --resume starts unclaimed
+        claims = folder / f"claims-{os.getpid()}-{time.time_ns()}"
+        claims.mkdir()
+    waiting = list(range(len(units)))
+    running: dict[int, tuple[Any, int | None]] = {}  # unit index -> (job, gpu slot)
+    free_gpus = list(range(options.gpus)) if options.launcher == "local" and options.gpus else []
+    limit = len(units) if options.launcher == "slurm" else options.jobs
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit and (not options.gpus or options.launcher != "local" or free_gpus):
+                unit = waiting.pop(0)
+                slot = free_gpus.pop(0) if free_gpus else None
+                if options.launcher == "local":
+                    executor.update_parameters(gpus_per_node=1 if slot is not None else 0,
+                                               visible_gpus=(slot,) if slot is not None else ())
+                running[unit] = (executor.submit(run_entry_tasks, [tasks[i] for i in units[unit]],
+                                                 str(claims) if claims else None), slot)
+                if log:
+                    for index in units[unit]:
+                        log(index, "submitted", running[unit][0].job_id)
+            finished = [unit for unit, (job, _) in running.items() if job.done()]
+            for unit in finished:
+                job, slot = running.pop(unit)
+                if slot is not None:
+                    free_gpus.append(slot)
+                result = _job_result(job, tasks[units[unit][0]])
+                done = [units[unit][position] for position in sorted(result["outcomes"])]
+                for position, index in zip(sorted(result["outcomes"]), done):
+                    outcomes[index] = result["outcomes"][position]
+                    if log:
+                        log(index, "finished", job.job_id)
+                if done:  # a lane that claimed no task made no calls
+                    calls.append(result["calls"])
+            if not finished:
+                time.sleep(poll)
+    finally:
+        for job, _ in running.values():  # a failure or Ctrl-C: no entry keeps running unattended
+            job.cancel(check=False)
+    return outcomes, calls  # type: ignore[return-value]
+
+
+def _job_result(job, task: EntryTask) -> dict[str, Any]:
+    where = f"methods[{task.label}] seed {task.seed}"
+    try:
+        outcome = job.result()
+    except Exception as exc:  # submitit's FailedJobError carries the child's traceback
+        log = Path(job.paths.stderr)  # every submitit job (local or Slurm) has its log paths
+        raise RuntimeError(f"{where} failed in job {job.job_id} (log: {log}):\n{exc}") from None
+    if "user_error" in outcome:
+        lines = outcome["user_error"]
+        raise SpecError(lines) if len(lines) > 1 else UserError(lines[0])
+    return outcome

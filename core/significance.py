@@ -1,6 +1,6 @@
 """Paired significance tests between two models on the items both answered.
 
-Per-sample records (the ``samples.jsonl`` next to each result, see ``core/runs.py``) are joined on ``id``;
+Per-sample records (the ``samples.jsonl`` next to each result, written by ``evaluate_subject`` in ``core/results.py``) are joined on ``id``;
 ids must be unique within a file. Two per-sample fields are understood:
 
 - ``correct`` (bool, or 0/1): McNemar's test on the discordant pairs. With b = items only A got right and
@@ -85,7 +85,7 @@ def paired_bootstrap(a: list[float], b: list[float], *, resamples: int = 10_000,
 
 def load_samples(path: str | Path) -> dict[Any, dict[str, Any]]:
     """Per-sample records of one result keyed by ``id``."""
-    from stillroom.runs import read_jsonl
+    from stillroom.rundir import read_jsonl
 
     path = Path(path)
     if not path.is_file():
@@ -357,7 +357,7 @@ def sample_scores(path: str | Path, metric: str, value: float | None = None) -> 
     """Per-item scores of ``metric`` from a samples.jsonl: the field named like the metric, else ``correct``,
     else ``score``. None when no field fits, or when ``value`` is given and their mean is not it (so a field
     that measures something else is never taken for the metric)."""
-    from stillroom.runs import read_jsonl
+    from stillroom.rundir import read_jsonl
 
     path = Path(path)
     if not path.is_file():

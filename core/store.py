@@ -4,7 +4,8 @@ Nothing is overwritten: every run adds rows, and the leaderboard shows the lates
 evaluator and metric (the one recorded last) unless asked for history. Filters apply first, so
 ``rows(method="sft")`` gives the latest sft result of each model. Within one run recording is idempotent,
 so a resumed run never duplicates its rows. Per-sample records stay in the run directory; a result keeps
-their path (``samples_path``) for paired tests. This module stores and queries; it renders nothing.
+their path (``samples_path``) for paired tests. This module is the SQLite layer only: it stores and queries
+(``core/results.py`` decides what a run records), and it renders nothing.
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ CREATE INDEX IF NOT EXISTS results_by_benchmark ON results (evaluator, metric);
 """
 
 # Columns added after the first release, with their types: a store created earlier gains them when opened.
-# Models: what the entry consumed (``runs.BUDGET_COLUMNS``, averaged over seeds) and its seeds. Results: the
-# value aggregated over seeds and the comparison with the run's reference (``significance``).
+# Models: what the entry consumed (``BUDGET_COLUMNS``, averaged over seeds), its seeds, and the run whose folder
+# holds the model (``parent_run``: a model that `stillroom eval` scored). Results: the value aggregated over seeds
+# and the comparison with the run's reference (``significance``).
 BUDGET_COLUMNS = ("optimizer_steps", "train_sequences", "train_tokens", "teacher_forward_tokens", "teacher_calls",
                   "teacher_tokens", "teacher_calls_paid", "student_generated_tokens", "flops_estimate",
                   "wall_seconds", "cost")
 ADDED_COLUMNS = {
     "models": {**{c: "REAL" for c in BUDGET_COLUMNS if c not in ("wall_seconds", "teacher_calls", "cost")},
-               "seeds": "TEXT"},
+               "seeds": "TEXT", "parent_run": "TEXT"},
     "results": {"seeds": "TEXT", "per_seed": "TEXT", "seed_samples": "TEXT", "reference": "TEXT",
                 "diff_vs_reference": "REAL", "diff_ci_low": "REAL", "diff_ci_high": "REAL", "p_value": "REAL",
                 "p_value_raw": "REAL", "verdict": "TEXT"},
@@ -62,8 +64,8 @@ JSON_COLUMNS = ("options", "teacher", "data", "extra", "seeds", "per_seed", "see
 _ROWS = """
     SELECT m.name AS model, m.role, m.method, r.evaluator, r.metric, r.value, r.n, r.stderr, r.ci_low, r.ci_high,
            r.higher_is_better, r.run_id, m.spec_hash, r.samples_path, r.created, r.result_id, m.options, m.teacher,
-           m.data, m.extra, ru.run_dir, r.seeds, r.per_seed, r.seed_samples, r.reference, r.diff_vs_reference,
-           r.diff_ci_low, r.diff_ci_high, r.p_value, r.p_value_raw, r.verdict,
+           m.data, m.extra, m.parent_run, ru.run_dir, r.seeds, r.per_seed, r.seed_samples, r.reference,
+           r.diff_vs_reference, r.diff_ci_low, r.diff_ci_high, r.p_value, r.p_value_raw, r.verdict,
            """ + ", ".join(f"m.{c}" for c in BUDGET_COLUMNS) + """,
            ROW_NUMBER() OVER (PARTITION BY m.name, r.evaluator, r.metric ORDER BY r.result_id DESC) AS recency
     FROM results r JOIN models m ON m.model_id = r.model_id LEFT JOIN runs ru ON ru.run_id = r.run_id"""
@@ -138,16 +140,17 @@ class ResultsStore:
     def add_model(self, run_id: str, name: str, role: str, *, method: str | None = None,
                   options: Any = None, teacher: Any = None, data: Any = None, spec_hash: str | None = None,
                   path: str | None = None, extra: Any = None, seeds: list[int] | None = None,
-                  **budget: float | None) -> int:
-        """Record a model of a run added with ``add_run`` (once per run and name); returns its id. ``budget``:
-        what it consumed, under the names of ``BUDGET_COLUMNS``."""
+                  parent_run: str | None = None, **budget: float | None) -> int:
+        """Record a model of a run added with ``add_run`` (once per run and name); returns its id. ``parent_run``:
+        the run that made the model, when another run scores it; ``budget``: what it consumed, under the names of
+        ``BUDGET_COLUMNS``."""
         unknown = set(budget) - set(BUDGET_COLUMNS)
         if unknown:
             raise TypeError(f"add_model: unknown budget columns {sorted(unknown)}")
         columns = ["run_id", "name", "role", "method", "options", "teacher", "data", "spec_hash", "path", "extra",
-                   "seeds", "created", *BUDGET_COLUMNS]
+                   "seeds", "parent_run", "created", *BUDGET_COLUMNS]
         values = [run_id, name, role, method, _dumps(options), _dumps(teacher), _dumps(data), spec_hash, path,
-                  _dumps(extra), _dumps(seeds), time.time(), *(budget.get(c) for c in BUDGET_COLUMNS)]
+                  _dumps(extra), _dumps(seeds), parent_run, time.time(), *(budget.get(c) for c in BUDGET_COLUMNS)]
         with self._writing():
             self.db.execute(f"INSERT OR IGNORE INTO models ({', '.join(columns)}) "
                             f"VALUES ({', '.join('?' * len(columns))})", values)
@@ -215,31 +218,3 @@ class ResultsStore:
     def close(self) -> None:
         self.db.close()
 
-
-def record_run(store: ResultsStore, run, evaluated: list[dict[str, Any]], lineage: dict[str, Any]) -> list[dict]:
-    """Write one finished run's models and results; idempotent within the run. Returns the run's rows.
-
-    ``evaluated``: one item per model entry and evaluator (``subject``, ``role``, ``method``, ``evaluator``,
-    ``result.metrics``, optionally ``seeds``, the budget columns, ``options``, ``extra``, ``path``); a metric
-    may carry ``per_seed``, ``seed_samples``, ``seeds`` and the comparison fields (``COMPARISON_FIELDS``)."""
-    store.add_run(run.id, run.name, spec_hash=run.spec_hash, spec=run.spec.model_dump(mode="json"),
-                  run_dir=str(run.dir.root))
-    ids: dict[str, int] = {}
-    for item in evaluated:
-        name = f"{run.name}/{item['subject']}"
-        if name not in ids:
-            ids[name] = store.add_model(
-                run.id, name, item["role"], method=item.get("method"), options=item.get("options"),
-                teacher=lineage.get("teacher"), data=lineage.get("data"), spec_hash=run.spec_hash,
-                path=item.get("path"), extra=item.get("extra"), seeds=item.get("seeds"),
-                **{c: item.get(c) for c in BUDGET_COLUMNS})
-        for metric in item["result"]["metrics"]:
-            store.add_result(run.id, ids[name], item["evaluator"], metric["metric"], metric["value"], n=metric.get("n"),
-                             stderr=metric.get("stderr"), ci_low=metric.get("ci_low"), ci_high=metric.get("ci_high"),
-                             higher_is_better=metric.get("higher_is_better", True),
-                             evaluator_version=item.get("evaluator_version"),
-                             samples_path=metric.get("samples_path") or item["result"].get("samples_path"),
-                             seeds=metric.get("seeds", item.get("seeds")), per_seed=metric.get("per_seed"),
-                             seed_samples=metric.get("seed_samples"),
-                             **{c: metric.get(c) for c in COMPARISON_FIELDS})
-    return store.rows(run_id=run.id, latest=False)

@@ -22,10 +22,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from stillroom.errors import UserError
-from stillroom.seeding import derive_seed, seed_everything
+from stillroom.job import seed_everything
+
+if TYPE_CHECKING:
+    from stillroom.roles import Job
 
 MARKER = "stillroom_consumption.json"
 """Written into a checkpoint-N folder after the Trainer has finished writing it: only folders holding it are
@@ -547,19 +550,12 @@ class StageSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def stage_settings(job, stage_name: str) -> StageSettings:
+def stage_settings(job: Job, stage_name: str) -> StageSettings:
     """The settings of ``job``'s training stage ``stage_name`` (e.g. ``train`` or ``iter2/train``)."""
-    stage_seed = getattr(job, "stage_seed", None)
-    seed = stage_seed(stage_name) if callable(stage_seed) else derive_seed(job.seed, job.label, stage_name)
-    budget = getattr(job, "budget", None)
-    every = getattr(budget, "checkpoint_steps", None)
-    checkpoint_dir = None
-    if every:
-        locate = getattr(job, "checkpoint_dir", None)
-        checkpoint_dir = (Path(locate(stage_name)) if callable(locate)
-                          else Path(job.run_dir.root) / "checkpoints" / "methods" / job.label / stage_name)
-    report_to = getattr(budget, "report_to", None) or os.environ.get("STILLROOM_REPORT_TO") or "none"
-    return StageSettings(seed=seed, checkpoint_dir=checkpoint_dir, checkpoint_steps=every, report_to=report_to)
+    every = job.budget.checkpoint_steps
+    return StageSettings(seed=job.stage_seed(stage_name),
+                         checkpoint_dir=Path(job.checkpoint_dir(stage_name)) if every else None,
+                         checkpoint_steps=every, report_to=os.environ.get("STILLROOM_REPORT_TO") or "none")
 
 
 def budget_value(job, name: str, own, default):
@@ -569,14 +565,10 @@ def budget_value(job, name: str, own, default):
     return shared if shared is not None else own if own is not None else default
 
 
-def train_records(job, location: str) -> list[dict[str, Any]]:
-    """The entry's training problems: ``job.train_records()`` (the budget's, same ids and order for every
-    method under one seed) when the core offers it, else the first ``train_examples`` of the train split."""
-    records = job.train_records() if callable(getattr(job, "train_records", None)) else None
-    if records is None:
-        records = list(job.data.get("train") or [])
-        limit = getattr(job.budget, "train_examples", None)
-        records = records[:limit] if limit else records
+def train_records(job: Job, location: str) -> list[dict[str, Any]]:
+    """The entry's training problems, ``job.train_records()``: the budget's, with the same ids and order for
+    every method under one seed."""
+    records = job.train_records()
     if not records:
         raise UserError("the data has no 'train' split, or it is empty", location)
     return list(records)
@@ -652,15 +644,20 @@ def vocab_size(model) -> int:
     return int(config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size)
 
 
-def same_vocabulary(student, teacher) -> tuple[bool, str]:
+def same_vocabulary(student, teacher, *, padded_rows: bool = False) -> tuple[bool, str]:
     """Whether the student and the teacher share one vocabulary (sizes and token ids), and why not: only then
-    can one distribution be compared with the other token by token."""
+    can one distribution be compared with the other token by token.
+
+    ``padded_rows``: a caller that compares logits up to the narrower width accepts embedding matrices that
+    differ only by padding rows (Qwen2.5-7B has 152,064 rows, Qwen2.5-0.5B 151,936, one tokenizer): then the
+    sizes may differ when both tokenizers are present and map every token to the same id. TRL's trainers
+    compare full logits, so gkd and gkd_rl keep the strict default."""
     student_size, teacher_size = vocab_size(student.model), vocab_size(teacher.model)
-    if student_size != teacher_size:
+    both_tokenizers = teacher.tokenizer is not None and student.tokenizer is not None
+    if student_size != teacher_size and not (padded_rows and both_tokenizers):
         return False, f"vocab_size {student_size} (student) != {teacher_size} (teacher)"
-    if teacher.tokenizer is not None and student.tokenizer is not None:
-        if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
-            return False, "the tokenizers map tokens to different ids"
+    if both_tokenizers and student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+        return False, "the tokenizers map tokens to different ids"
     return True, ""
 
 

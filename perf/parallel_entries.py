@@ -44,8 +44,7 @@ def write_spec(folder: Path, steps: int) -> Path:
 
 
 def timed_run(spec: Path, home: Path, jobs: int) -> tuple[float, dict]:
-    from stillroom.entries import LaunchOptions
-    from stillroom.runs import execute
+    from stillroom.runs import LaunchOptions, execute
     from stillroom.store import ResultsStore
 
     os.environ["STILLROOM_HOME"] = str(home)

@@ -26,7 +26,9 @@ os.environ.setdefault("STILLROOM_NO_PROGRESS", "1")
 KEY = "exact_match/exact_match"
 
 
-def arguments(description: str, *, steps: int = 300, seeds: str = "0,1,2,3,4") -> argparse.Namespace:
+def arguments(description: str, *, steps: int = 300, seeds: str = "0,1,2,3,4",
+              extra: dict[str, tuple[type, str]] | None = None) -> argparse.Namespace:
+    """The common options of a study; ``extra`` adds a study's own (flag: (type, help), default None)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", default=seeds, help="comma-separated seeds (at least 5 for a claim)")
     parser.add_argument("--steps", type=int, default=steps, help="optimizer steps of every arm")
@@ -34,6 +36,8 @@ def arguments(description: str, *, steps: int = 300, seeds: str = "0,1,2,3,4") -
     parser.add_argument("--jobs", default="2", help="entries trained at once (separate processes)")
     parser.add_argument("--output-dir", default=None, help="run folders (default: a temporary folder)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    for flag, (kind, text) in (extra or {}).items():
+        parser.add_argument(flag, type=kind, default=None, help=text)
     return parser.parse_args()
 
 
@@ -58,7 +62,7 @@ def study_spec(name: str, methods: list[dict[str, Any]], reference: str, args: a
 
 def run_study(spec: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Execute ``spec``; returns the pivot rows of the run (one per entry)."""
-    from stillroom.entries import LaunchOptions, parse_jobs
+    from stillroom.runs import LaunchOptions, parse_jobs
     from stillroom.leaderboard import pivot
     from stillroom.runs import execute
     from stillroom.store import ResultsStore

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import stillroom
 from stillroom import Context, GenerationRequest
-from stillroom.runs import MethodJob, RunDirectory
+from stillroom.job import MethodJob
+from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 
 TASK = {"operations": 2, "max_operand": 20}  # the quickstart's

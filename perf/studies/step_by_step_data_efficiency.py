@@ -19,7 +19,8 @@ from pathlib import Path
 
 import stillroom
 from stillroom import Context, GenerationRequest
-from stillroom.runs import MethodJob, RunDirectory
+from stillroom.job import MethodJob
+from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 
 

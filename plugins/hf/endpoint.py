@@ -36,7 +36,7 @@ class HFEndpoint(Endpoint):
         self.model = model
         self.tokenizer = tokenizer
         self.source = source or options.model
-        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.is_encoder_decoder: bool = bool(getattr(model.config, "is_encoder_decoder", False))
         self._fingerprint: str | None = None
 
     @property

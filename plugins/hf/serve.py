@@ -16,13 +16,16 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stillroom import Completion, GenerationRequest
+
+if TYPE_CHECKING:
+    from stillroom.plugins.hf.endpoint import HFEndpoint
 
 
 def register_serve(cli: typer.Typer) -> None:
@@ -346,7 +349,7 @@ def _echo_logprobs(prompt: dict[str, Any], generated: dict[str, Any]) -> dict[st
             "text_offset": prompt["text_offset"] + [start + o for o in generated["text_offset"]]}
 
 
-def create_app(endpoint, *, name: str, max_batch: int = 16, batch_wait_s: float = 0.005, aliases: tuple = (),
+def create_app(endpoint: HFEndpoint, *, name: str, max_batch: int = 16, batch_wait_s: float = 0.005, aliases: tuple = (),
                max_body_bytes: int = 4_000_000, max_tokens_limit: int = 4096, request_timeout_s: float = 600.0):
     """The FastAPI app over ``endpoint`` (an HFEndpoint); ``name`` is the model id it reports (``aliases``, such
     as the model's path, are accepted too). The limits are described in serve_limits."""
@@ -361,7 +364,7 @@ def create_app(endpoint, *, name: str, max_batch: int = 16, batch_wait_s: float 
 
     batcher = Batcher(endpoint, max_batch=max_batch, wait_s=batch_wait_s)
     limits = PromptLimits(endpoint.tokenizer, context_length(endpoint.model, endpoint.tokenizer), max_tokens_limit,
-                          is_encoder_decoder=bool(getattr(endpoint, "is_encoder_decoder", False)))
+                          is_encoder_decoder=endpoint.is_encoder_decoder)
     served_names = {name, *aliases}
 
     @asynccontextmanager

@@ -51,10 +51,6 @@ def resolve_budget(job: MethodJob, config: JointTeachingConfig, where: str) -> P
                    for name, default in DEFAULTS.items()})
 
 
-def white_box(teacher) -> bool:
-    return getattr(teacher, "model", None) is not None and getattr(teacher, "tokenizer", None) is not None
-
-
 class JointTeaching(Method):
     """Word-level KD on K teacher pseudo-targets and on pseudo-targets the student generates as it trains
     (KD4Gen joint teaching), with local or API teachers and across tokenizers."""
@@ -63,13 +59,16 @@ class JointTeaching(Method):
     uses_teacher = True
     Config = JointTeachingConfig
 
-    def teacher_access(self, teacher, where: str) -> str:
+    def teacher_access(self, job: MethodJob, where: str) -> str:
         """'logits', 'top_logprobs' or 'none' (the loss never looks at the teacher), after checking that the
-        options can be done with this teacher."""
+        options can be done with the job's teacher."""
+        from stillroom.training import white_box_teacher
+
         config = self.config
+        teacher = job.teacher
         if teacher is None:
             raise UserError("joint_teaching needs a teacher; add a [teacher] table", where)
-        has_model = white_box(teacher)
+        has_model = teacher.white_box
         if config.decoding == "beam" and config.pseudo_targets and not has_model:
             raise UserError("decoding='beam' runs the teacher's own model.generate, but this teacher is reached "
                             "through an API endpoint (no beam search there); use decoding='sample' or 'greedy'",
@@ -79,10 +78,10 @@ class JointTeaching(Method):
         access = config.teacher_access
         if access == "auto":
             access = "logits" if has_model else "top_logprobs"
-        if access == "logits" and not has_model:
-            raise UserError("teacher_access='logits' needs a white-box teacher (a local model, e.g. kind 'hf'); "
-                            "this teacher only answers through its endpoint: use 'top_logprobs' or 'auto'",
-                            f"{where}.teacher_access")
+        if access == "logits":
+            white_box_teacher(job, f"{where}.teacher_access",
+                              otherwise="teacher_access = 'top_logprobs' or 'auto' (the top-k log-probs its endpoint "
+                                        "returns)")
         if access == "top_logprobs":
             if config.decoding == "beam" and config.pseudo_targets:
                 raise UserError("top-k log-probs come with the tokens an endpoint generates, and beam search does "
@@ -106,7 +105,7 @@ class JointTeaching(Method):
 
         config = self.config
         where = f"methods[{job.label}]"
-        access = self.teacher_access(job.teacher, where)
+        access = self.teacher_access(job, where)
         plan = resolve_budget(job, config, where)
         from stillroom.training import ids_digest, stage_settings, train_records
 

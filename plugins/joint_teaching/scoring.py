@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Sequence
 
-# one owner of the thread rule for small models (one intra-op thread on CPU): the training engine
-from stillroom.training import small_model_threads  # noqa: F401
+# one owner of the thread rule for small models (one intra-op thread on CPU) and of the white-box checks (is
+# a model an encoder-decoder): the training engine
+from stillroom.training import is_encoder_decoder, small_model_threads  # noqa: F401
 
 
 def user_messages(prompt: str, system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -53,10 +54,6 @@ def model_device(model):
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
-
-
-def is_encoder_decoder(model) -> bool:
-    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
 def fit_length(prompt: list[int], target: list[int], max_length: int, encoder_decoder: bool):

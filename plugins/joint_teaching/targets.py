@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 from stillroom import GenerationRequest, UserError
 
-from stillroom.plugins.joint_teaching.scoring import (encode_prompt, model_device, small_model_threads,
-                                                       user_messages)
+from stillroom.plugins.joint_teaching.scoring import (encode_prompt, is_encoder_decoder, model_device,
+                                                       small_model_threads, user_messages)
 
 
 def finished(completion) -> bool:
@@ -70,7 +70,7 @@ def beam_search(teacher, records, config, where: str, batch_size: int = 16) -> l
     import torch
 
     model, tokenizer = teacher.model, teacher.tokenizer
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    encoder_decoder = is_encoder_decoder(model)
     beams = max(config.num_beams, config.pseudo_targets)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stillroom import UserError
+from stillroom.training import same_vocabulary
 
 from stillroom.plugins.joint_teaching import schedule as sched
 from stillroom.plugins.joint_teaching.alignment import SparseTarget, Vocabulary, sparse_target
@@ -57,10 +58,10 @@ class Distiller:
         # top-k one and the teacher's signal was captured (stillroom.signals): then the teacher does not run
         self.stored: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.stored_batches = 0
-        temperature = float(getattr(getattr(loss, "config", None), "temperature", 1.0) or 1.0)
-        self.scale = temperature ** 2 if config.temperature_squared else 1.0
+        self.scale = float(loss.temperature) ** 2 if config.temperature_squared else 1.0
         if access == "logits":
-            self.same_vocabulary = student.tokenizer.get_vocab() == teacher.tokenizer.get_vocab()
+            # the dense loss compares logits up to the narrower width, so padding rows may differ
+            self.same_vocabulary, _ = same_vocabulary(student, teacher, padded_rows=True)
             if not self.same_vocabulary:
                 self.student_vocab = Vocabulary.of(student.tokenizer)
                 self.teacher_vocab = Vocabulary.of(teacher.tokenizer)
@@ -301,7 +302,7 @@ def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pool
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), training.small_model_threads(model, getattr(teacher, "model", None)):
+            with torch.no_grad(), training.small_model_threads(model, teacher.model):
                 for begin in range(0, count, plan.batch_size):
                     picks = [(e, 0) for e in range(begin, min(count, begin + plan.batch_size))]
                     value = distiller(stored_batch(picks), track=False)
@@ -368,8 +369,8 @@ def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pool
         if captured is not None:
             trainer.consumption.teacher_forward_tokens += captured.teacher_forward_tokens
         metrics = training.run_trainer(trainer, folder=work, checkpoint_dir=checkpoint_dir, seed=seed,
-                                       description=description, teacher_model=getattr(teacher, "model", None)
-                                       if access == "logits" else None)
+                                       description=description,
+                                       teacher_model=teacher.model if access == "logits" else None)
         losses = [float(row["loss"]) for row in training.read_log_history(work)]
         after = measure()
     pool_sizes = [len(p) for p in pools]

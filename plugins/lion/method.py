@@ -28,8 +28,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from stillroom import (GenerationRequest, InstructionWriter, Judge, JudgeItem, Judgment, Method, MethodJob, Student,
-                       Subject, UserError, read_jsonl, write_json_atomic, write_jsonl_atomic)
+from stillroom import (Endpoint, GenerationRequest, InstructionWriter, Judge, JudgeItem, Judgment, Method, MethodJob,
+                       Student, Subject, Teacher, UserError, read_jsonl, write_json_atomic, write_jsonl_atomic)
 
 from . import dynamics
 from .config import LionConfig
@@ -46,12 +46,13 @@ DEFAULTS = {"steps": 200, "batch_size": 16, "learning_rate": 1e-4}
 OPTIMIZER_STATE = "optimizer_state"
 
 
-def endpoint_of(component: Any):
-    """The endpoint a component talks through, or None (rule-based components)."""
+def endpoint_of(component: Teacher | Student | Judge | None) -> Endpoint | None:
+    """The endpoint a teacher, student or referee talks through (declared on each role), or None (rule-based
+    components, and an llm judge whose endpoint is not configured: judging reports that)."""
     if component is None:
         return None
     try:
-        return getattr(component, "endpoint", None)
+        return component.endpoint
     except UserError:
         return None
 
@@ -102,7 +103,7 @@ class Lion(Method):
     def referee(self) -> Judge:
         if self._referee is None:
             referee = self._build("judge", self.config.referee)
-            if "bpc" in str(getattr(referee, "calibration", "") or ""):
+            if "bpc" in referee.calibration:
                 raise UserError("lion already asks the referee for both answer orders and averages them; turn the "
                                 "judge's own order swapping off (calibration = 'none' or 'mec')", "referee.calibration")
             self._referee = referee

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stillroom import UserError
+from stillroom import Context, UserError
 
 BUILTIN = Path(__file__).with_name("prompts.json")
 # The original Lion assembly: prompt file text + "\n" + seed + "\n" + "\n#Created Instruction#:" (see
@@ -21,27 +21,28 @@ BUILTIN = Path(__file__).with_name("prompts.json")
 LION_MARKER = "#Created Instruction#:"
 
 
-def resolve_path(value: str, context, location: str) -> Path:
-    """``value`` as given when it exists (or is absolute), else inside the local data mirror."""
+def resolve_path(value: str, context: Context, location: str) -> Path:
+    """``value`` as given when it exists (or is absolute), else inside the local data mirror (when the context
+    has one)."""
     path = Path(value).expanduser()
-    if not path.is_absolute() and not path.exists() and getattr(context, "data_root", None):
+    if not path.is_absolute() and not path.exists() and context.data_root:
         mirrored = Path(context.data_root) / value
         if mirrored.exists():
             path = mirrored
     if not path.exists():
-        mirror = f" (nor in the data mirror {context.data_root})" if getattr(context, "data_root", None) else ""
+        mirror = f" (nor in the data mirror {context.data_root})" if context.data_root else ""
         raise UserError(f"no such file or folder: {value}{mirror}", location)
     return path
 
 
-def read_text_option(value: str | None, context, location: str) -> str | None:
+def read_text_option(value: str | None, context: Context, location: str) -> str | None:
     """A text option: the text itself, or ``@path`` to read a file (relative paths as in ``resolve_path``)."""
     if value is None or not value.startswith("@"):
         return value
     return resolve_path(value[1:], context, location).read_text(encoding="utf-8").replace("\r\n", "\n")
 
 
-def load_prompt_file(value: str | None, context, location: str) -> tuple[dict[str, Any], Path]:
+def load_prompt_file(value: str | None, context: Context, location: str) -> tuple[dict[str, Any], Path]:
     """The parsed prompts JSON (``value`` a file or a folder holding ``prompts.json``; None: the built-in one)."""
     path = BUILTIN if value is None else resolve_path(value, context, location)
     if path.is_dir():
@@ -102,7 +103,7 @@ class GeneratorPrompts:
         return f"{prompt}\n{seed_instruction}\n\n{self.marker}"
 
 
-def teacher_prompts(file: str | None, system: str | None, template: str | None, context,
+def teacher_prompts(file: str | None, system: str | None, template: str | None, context: Context,
                     location: str) -> TeacherPrompts:
     data, path = load_prompt_file(file, context, f"{location}.prompts")
     section = _section(data, "teacher", path)
@@ -119,7 +120,7 @@ def teacher_prompts(file: str | None, system: str | None, template: str | None, 
 
 
 def generator_prompts(file: str | None, system: str | None, hard: str | None, easy: str | None,
-                      marker: str | None, context, location: str) -> GeneratorPrompts:
+                      marker: str | None, context: Context, location: str) -> GeneratorPrompts:
     data, path = load_prompt_file(file, context, f"{location}.prompts")
     section = _section(data, "generator", path)
     texts = {

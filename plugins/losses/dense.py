@@ -75,6 +75,11 @@ class CrossEntropy(Loss):
     name = "ce"
     Config = LossConfig
 
+    @property
+    def temperature(self) -> float:
+        """The configured softmax temperature of the student's logits."""
+        return self.config.temperature
+
     def __call__(self, student_logits, teacher_logits=None, labels=None, *, num_items_in_batch=None):
         import torch.nn.functional as F
 

@@ -14,6 +14,11 @@ class DivergenceLoss(Loss):
 
     divergence: str = ""
 
+    @property
+    def temperature(self) -> float:
+        """The configured softmax temperature (both logit tensors are divided by it)."""
+        return self.config.temperature
+
     def divergence_options(self) -> dict[str, Any]:
         beta = getattr(self.config, "beta", None)  # the generalized JSD's coefficient, where the config has one
         return {} if beta is None else {"beta": beta}

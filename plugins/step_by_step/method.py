@@ -38,10 +38,12 @@ class PrefixedStudent(Student):
         self.prefix = prefix
         self.prompt_format = prompt_format
 
+    # The wrapped student's declared capabilities. Not its endpoint: that answers without the prefix, so this
+    # student keeps the role's None and evaluators generate through ``generate``.
     model = property(lambda self: self.inner.model)
     tokenizer = property(lambda self: self.inner.tokenizer)
-    path = property(lambda self: getattr(self.inner, "path", None))
-    is_encoder_decoder = property(lambda self: bool(getattr(self.inner, "is_encoder_decoder", False)))
+    path = property(lambda self: self.inner.path)
+    is_encoder_decoder = property(lambda self: self.inner.is_encoder_decoder)
 
     def __repr__(self) -> str:
         return f"<student {self.inner.name!r} with prefix {self.prefix!r}>"
@@ -246,7 +248,7 @@ class StepByStep(Method):
         def produce(folder: Path) -> dict:
             with cpu_threads(self.config.cpu_threads):
                 metrics = train_step_by_step(inner.model, inner.tokenizer, examples, settings,
-                                             is_encoder_decoder=bool(getattr(inner, "is_encoder_decoder", False)),
+                                             is_encoder_decoder=inner.is_encoder_decoder,
                                              folder=folder, checkpoint_dir=stage.checkpoint_dir,
                                              checkpoint_steps=stage.checkpoint_steps, report_to=stage.report_to,
                                              description=f"{job.label} train")

@@ -238,11 +238,20 @@ class QuickstartStudent(Student):
                                      batch_size=self.config.batch_size, device=self.config.device,
                                      dtype=self.config.dtype)
 
-    # The hf student does the work; these name the Student interface explicitly, the rest (endpoint,
-    # is_encoder_decoder, target_loss, ...) passes through __getattr__.
+    # The hf student does the work; these name the Student interface explicitly (a name the role declares is
+    # found on the role class, so __getattr__ never sees it), the rest (target_loss, ...) passes through
+    # __getattr__.
     @property
     def model(self):
         return self.hf.model
+
+    @property
+    def endpoint(self):
+        return self.hf.endpoint
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.hf.is_encoder_decoder
 
     @property
     def tokenizer(self):

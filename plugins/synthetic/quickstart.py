@@ -72,8 +72,7 @@ def run_quickstart(output_dir: Path, *, fast: bool = False, resume: bool = False
     ``auto``: one per core); returns (run, rows of this run, seconds)."""
     import torch
 
-    from stillroom.entries import LaunchOptions, parse_jobs, visible_gpus
-    from stillroom.runs import execute
+    from stillroom.runs import LaunchOptions, execute, parse_jobs, visible_gpus
     from stillroom.store import ResultsStore
 
     count = parse_jobs(jobs)

@@ -102,8 +102,7 @@ def test_calls_made_in_entry_processes_are_accounted(toy_host, toy_spec, monkeyp
     """With --jobs the teacher is asked from child processes: their calls still reach calls.json and the stage."""
     import os
 
-    from stillroom.entries import LaunchOptions
-    from stillroom.runs import execute
+    from stillroom.runs import LaunchOptions, execute
     from toy_components import make_toy_host
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))

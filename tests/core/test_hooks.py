@@ -92,6 +92,19 @@ def test_trace_prints_each_hook_call(stillroom_env, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_output_renderers_are_collected_through_pluggy_when_first_needed(stillroom_env, monkeypatch, capsys):
+    from stillroom.plugins import formats
+
+    monkeypatch.setenv("STILLROOM_TRACE_PLUGINS", "1")
+    host = make_host(modules={"formats": formats, "a": plugin("a", loss_class("one", "One"))}, entry_points=False)
+    assert "stillroom_register_output_renderers" not in capsys.readouterr().err  # not while the host is built
+    assert list(host.renderers) == ["table", "md", "csv", "json", "html"]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["stillroom hook stillroom_register_output_renderers(register) -> formats (trylast)"]
+    host.renderers  # noqa: B018 -- collected once
+    assert capsys.readouterr().err == ""
+
+
 def test_every_hookspec_is_typed():
     for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
         if name.startswith("stillroom_"):

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from stillroom.context import Context
-from stillroom.runs import MethodJob, RunDirectory
-from stillroom.seeding import derive_seed
+from stillroom.job import MethodJob, derive_seed
+from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 
 

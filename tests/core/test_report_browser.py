@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from stillroom.leaderboard import pivot, render
-from stillroom.runs import read_jsonl
+from stillroom.rundir import read_jsonl
 from stillroom.store import ResultsStore
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

@@ -5,7 +5,8 @@ from toy_components import CALLS, CRASH
 
 from stillroom.specs import load_spec, spec_hash
 
-from stillroom.runs import execute, find_resumable
+from stillroom.rundir import find_resumable
+from stillroom.runs import execute
 from stillroom.store import ResultsStore
 
 

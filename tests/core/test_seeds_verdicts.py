@@ -106,6 +106,38 @@ def test_fast_paths_equal_their_definitions():
     assert sign_flip_test(d, resamples=2000, seed=3) == (1 + hits) / 2001
 
 
+def test_over_seeds_turns_typed_per_seed_records_into_leaderboard_records(tmp_path):
+    """The hand-computed example through ``results.over_seeds``: per-seed ``Evaluation``s from samples files
+    become one evaluation per model (mean over seeds, each seed's value, the Holm verdict against R), and each
+    model's lineage the mean of what its seeds consumed."""
+    from stillroom.results import Evaluation, Lineage, SubjectResults, over_seeds
+    from stillroom.roles import MetricValue
+
+    outcomes = []
+    for label, per_seed in EXAMPLE.items():
+        for seed, values in per_seed.items():
+            samples = tmp_path / f"{label}-{seed}.jsonl"
+            samples.write_text("".join(json.dumps({"id": f"q{i}", "correct": v}) + "\n" for i, v in enumerate(values)))
+            mean = sum(values) / len(values)
+            evaluation = Evaluation.of(label, "em", "exact_match", [MetricValue(metric="accuracy", value=mean, n=8)],
+                                       samples_path=str(samples), seed=int(seed))
+            lineage = Lineage("method", method="sft", seeds=(int(seed),), budget={"optimizer_steps": 10 + int(seed)},
+                              extra={"seed": seed})
+            outcomes.append(SubjectResults(label, lineage, (evaluation,)))
+    evaluations, lineages = over_seeds(outcomes, "R", "demo", resamples=200)
+    by_model = {e.subject: e.metrics[0] for e in evaluations}
+    assert [e.subject for e in evaluations] == ["R", "A", "B", "C"] and {e.seed for e in evaluations} == {None}
+    assert by_model["C"].value == pytest.approx((4 / 8 + 3 / 8) / 2) and by_model["C"].per_seed == {"0": 0.5,
+                                                                                                      "1": 0.375}
+    assert by_model["A"].stderr is None and by_model["A"].seeds == [0, 1] and by_model["A"].reference == "demo/R"
+    assert (by_model["A"].verdict, by_model["A"].p_value) == ("better", pytest.approx(0.005859375))
+    assert by_model["B"].p_value == pytest.approx(0.0625) and by_model["R"].verdict is None
+    assert by_model["A"].seed_samples == {"0": str(tmp_path / "A-0.jsonl"), "1": str(tmp_path / "A-1.jsonl")}
+    assert lineages["A"].seeds == (0, 1) and lineages["A"].budget["optimizer_steps"] == 10.5
+    assert lineages["A"].budget["cost"] is None  # no seed measured it: unknown, not free
+    assert lineages["A"].extra["by_seed"]["1"] == {"info": {"seed": "1"}, "path": ""}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Runs with several seeds, on the toy plugin (tests/core/toy_components.py).
 
@@ -156,7 +188,7 @@ def _coin_per_seed_by_hand(seeds, train_examples=10, train_size=12):
     when the stage's first draws say so; it then answers exactly the kept prompts of the train split."""
     import random
 
-    from stillroom.seeding import derive_seed
+    from stillroom.job import derive_seed
 
     out = {}
     for seed in seeds:
@@ -214,8 +246,7 @@ def test_pairwise_comparisons_agree_with_the_verdicts(toy_host, seeded_spec):
 
 
 def test_seeds_option_replaces_the_spec_seeds_and_a_bad_list_is_one_line(toy_host, seeded_spec):
-    from stillroom.entries import parse_seeds
-    from stillroom.runs import execute
+    from stillroom.runs import execute, parse_seeds
 
     run = execute(seeded_spec, host=toy_host, seeds=[5])
     coin = _board(run.id)["seeded/coin"]
@@ -246,8 +277,7 @@ def test_an_entry_alone_equals_the_entry_after_others(toy_host, seeded_spec, tmp
 
 def test_jobs_2_gives_the_same_leaderboard_as_jobs_1(toy_host, seeded_spec, monkeypatch):
     """Entries in two child processes (submitit's local executor) give the rows one process gives."""
-    from stillroom.entries import LaunchOptions
-    from stillroom.runs import execute
+    from stillroom.runs import LaunchOptions, execute
     from toy_components import make_toy_host
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
@@ -270,7 +300,7 @@ def test_jobs_2_gives_the_same_leaderboard_as_jobs_1(toy_host, seeded_spec, monk
 
 
 def test_jobs_and_launcher_options_are_checked(monkeypatch):
-    from stillroom.entries import default_jobs, parse_jobs
+    from stillroom.runs import default_jobs, parse_jobs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: cores / threads per job
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -286,7 +316,7 @@ def test_run_command_checks_seeds_jobs_and_launcher(toy_host, seeded_spec, tmp_p
     """Bad --seeds/--jobs/--launcher values are one line each (exit 2) before anything runs; Slurm options map
     onto submitit's, and a machine without Slurm says so."""
     from stillroom.cli import main
-    from stillroom.entries import LaunchOptions, run_in_processes, slurm_parameters
+    from stillroom.runs import LaunchOptions, run_in_processes, slurm_parameters
 
     cases = [(["--seeds", "0,a"], "--seeds: expected comma-separated integers"),
              (["--jobs", "0"], "--jobs: must be at least 1"),
@@ -332,7 +362,7 @@ def test_an_entry_process_stops_when_its_run_is_killed():
     import time
 
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    entry = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom stillroom.entries import _exit_with_parent\n"
+    entry = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom stillroom.runs import _exit_with_parent\n"
                               "_exit_with_parent(int(sys.argv[1]), poll=0.1)\nprint('watching', flush=True)\n"
                               "time.sleep(120)", str(run.pid)], stdout=subprocess.PIPE, text=True)
     try:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel
 
-from stillroom.store import ResultsStore, record_run
+from stillroom.results import EvalRun, Evaluation, Lineage, record_run
+from stillroom.roles import MetricValue
+from stillroom.rundir import RunDirectory, run_containing
+from stillroom.runs import Run
+from stillroom.store import ResultsStore
 
 LINEAGE = dict(method="sft", options={"kind": "sft", "epochs": 2, "budget": {"steps": 10}},
                teacher={"kind": "hf", "model": "tiny-teacher"}, data={"kind": "local", "checksum": "abc123"},
@@ -75,20 +78,41 @@ def test_record_run_writes_lineage_and_is_idempotent(store, tmp_path):
     class Spec(BaseModel):
         name: str = "demo"
 
-    run = SimpleNamespace(id="r9", name="demo", spec_hash="beef", spec=Spec(), dir=SimpleNamespace(root=tmp_path))
-    evaluated = [{"subject": "sft", "role": "method", "method": "sft", "evaluator": "em", "options": {"lr": 1e-4},
-                  "wall_seconds": 3.0, "teacher_calls": 7, "extra": {"note": 1},
-                  "result": {"metrics": [{"metric": "accuracy", "value": 0.5, "n": 10, "stderr": 0.1},
-                                         {"metric": "f1", "value": 0.6, "n": 10}],
-                             "samples_path": str(tmp_path / "samples.jsonl")}}]
-    lineage = {"teacher": {"kind": "hf", "model": "t"}, "data": {"kind": "local"}}
-    rows = record_run(store, run, evaluated, lineage)
-    assert record_run(store, run, evaluated, lineage) == rows and len(rows) == 2
+    run = Run("r9", "demo", Spec(), "beef", RunDirectory(tmp_path), tmp_path / "spec.toml")
+    samples = str(tmp_path / "samples.jsonl")
+    evaluation = Evaluation.of("sft", "em", "exact_match", [MetricValue(metric="accuracy", value=0.5, n=10, stderr=0.1),
+                                                            {"metric": "f1", "value": 0.6, "n": 10}],
+                               samples_path=samples, version="1.2")
+    lineage = Lineage("method", method="sft", seeds=(0,), options={"lr": 1e-4}, teacher={"kind": "hf", "model": "t"},
+                      data={"kind": "local"}, budget={"wall_seconds": 3.0, "teacher_calls": 7}, extra={"note": 1})
+    rows = record_run(store, run, [evaluation], {"sft": lineage})
+    assert record_run(store, run, [evaluation], {"sft": lineage}) == rows and len(rows) == 2
     model = store.model("r9", "demo/sft")
-    assert model["teacher"] == lineage["teacher"] and model["data"] == lineage["data"]
+    assert model["teacher"] == lineage.teacher and model["data"] == lineage.data and model["seeds"] == [0]
     assert (model["spec_hash"], model["teacher_calls"], model["extra"]) == ("beef", 7, {"note": 1})
-    assert rows[0]["run_dir"] == str(tmp_path) and "parent_run" not in rows[0]
-    assert {r["samples_path"] for r in rows} == {str(tmp_path / "samples.jsonl")}
+    assert (model["optimizer_steps"], model["parent_run"]) == (None, None)  # not measured is not zero
+    assert rows[0]["run_dir"] == str(tmp_path) and rows[0]["parent_run"] is None
+    assert {r["samples_path"] for r in rows} == {samples}
+    assert {(r["metric"], r["value"], r["stderr"]) for r in rows} == {("accuracy", 0.5, 0.1), ("f1", 0.6, None)}
+    versions = store.db.execute("SELECT DISTINCT evaluator_version FROM results WHERE run_id = 'r9'").fetchall()
+    assert [v[0] for v in versions] == ["1.2"]
+
+
+def test_eval_runs_keep_model_names_and_their_parent_run(store, tmp_path):
+    """`stillroom eval` records through the same record_run: the model keeps its own name, no spec, and the run
+    whose folder holds it as ``parent_run``."""
+    trained = tmp_path / "runs" / "demo" / "20260101-000000-abcd"
+    (trained / "stages" / "methods" / "sft" / "train" / "model").mkdir(parents=True)
+    (trained / "manifest.json").write_text('{"run_id": "20260101-000000-abcd"}')
+    model = trained / "stages" / "methods" / "sft" / "train" / "model"
+    assert run_containing(model) == "20260101-000000-abcd" and run_containing(tmp_path) is None
+    run = EvalRun("e1", RunDirectory(tmp_path / "eval" / "e1"))
+    evaluation = Evaluation.of("model", "mmlu", "mmlu", [MetricValue(metric="mmlu/acc", value=0.25, n=4)])
+    (row,) = record_run(store, run, [evaluation], {"model": Lineage("model", path=str(model),
+                                                                    parent_run=run_containing(model))})
+    assert (row["model"], row["role"], row["parent_run"], row["spec_hash"], row["seeds"]) == \
+        ("model", "model", "20260101-000000-abcd", None, None)
+    assert tuple(store.db.execute("SELECT name, spec FROM runs WHERE run_id = 'e1'").fetchone()) == ("eval", None)
 
 
 def test_store_of_an_earlier_version_gains_the_new_columns(tmp_path):
@@ -115,6 +139,7 @@ def test_store_of_an_earlier_version_gains_the_new_columns(tmp_path):
     with ResultsStore(path) as store:
         (row,) = store.rows()
         assert (row["model"], row["value"], row["verdict"], row["optimizer_steps"]) == ("demo/sft", 0.5, None, None)
+        assert row["parent_run"] is None  # this old store had the column: it is reused, not added twice
         store.add_run("r1", "demo")
         model_id = store.add_model("r1", "demo/sft", "method", optimizer_steps=12, seeds=[0, 1])
         store.add_result("r1", model_id, "em", "acc", 0.75, per_seed={"0": 0.5, "1": 1.0}, verdict="better",

@@ -4,6 +4,7 @@ student's fit / save / load / fresh for causal, LoRA and encoder-decoder models.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,6 +162,8 @@ def test_missing_model_path_is_a_user_error(stillroom_host, tmp_path):
 def test_teacher_exposes_model_and_endpoint(stillroom_host, tiny_teacher_dir, context):
     teacher = context.build("teacher", "hf", model=str(tiny_teacher_dir))
     assert teacher.model is teacher.endpoint.model and teacher.tokenizer is teacher.endpoint.tokenizer
+    # the Teacher role's white-box interface, and where the weights live (evaluators load them from there)
+    assert teacher.white_box and Path(teacher.path).resolve() == Path(tiny_teacher_dir).resolve()
     answer = teacher.generate([GenerationRequest(prompt="The quick", max_tokens=5)])
     assert answer[0][0].completion_tokens == 5 and teacher.endpoint.stats["requests"] == 1
     ids = teacher.tokenizer("The quick", return_tensors="pt")

@@ -74,6 +74,21 @@ def test_options_that_cannot_work_are_config_errors(stillroom_host):
     assert method.config.loss_kind == "gjsd" and method.config.loss_options() == {"beta": 0.3, "temperature": 2.0}
 
 
+def test_the_loss_is_scaled_by_the_square_of_its_declared_temperature(stillroom_host):
+    from stillroom.plugins.joint_teaching.training import Distiller
+
+    def scale(squared: bool, **loss) -> float:
+        method = stillroom.build("method", "joint_teaching", loss=loss, temperature_squared=squared)
+        built = stillroom.build("loss", loss["kind"], **{k: v for k, v in loss.items() if k != "kind"})
+        return Distiller(student=None, teacher=None, config=method.config, access="none", loss=built,
+                         sparse_loss=None, where="methods[jt]").scale
+
+    assert scale(True, kind="forward_kl", temperature=2.0) == 4.0
+    assert scale(False, kind="forward_kl", temperature=2.0) == 1.0
+    assert scale(True, kind="gjsd", beta=0.3, temperature=0.5) == 0.25
+    assert scale(True, kind="forward_kl") == 1.0
+
+
 def test_example_spec_validates(stillroom_host):
     spec = load_spec(REPO / "examples" / "joint_teaching_api.toml", stillroom_host)
     entries = [m for m in spec.methods if m.kind == "joint_teaching"]
@@ -110,6 +125,7 @@ def test_hf_teacher_joint_teaching_lowers_the_kd_loss_and_resumes(stillroom_host
     job = make_job(tmp_path / "run", hf_teacher, {"model": str(tiny_model_dir), "device": "cpu"},
                    pseudo_targets=2, alpha=0.5, budget=Budget(train_examples=8, steps=12, batch_size=4,
                                                               learning_rate=1e-2))
+    assert hf_teacher.white_box
     trained = job.method.run(job)
     metrics = train_metrics(job)
     assert metrics["teacher_access"] == "logits" and metrics["same_vocabulary"] is True
@@ -194,6 +210,28 @@ def test_teacher_with_another_tokenizer_is_aligned(stillroom_host, hf_teacher, t
     assert metrics["kd_loss_after"] < metrics["kd_loss_before"]
 
 
+def test_a_teacher_with_padding_rows_shares_the_vocabulary(stillroom_host, tiny_teacher_dir, tiny_model_dir,
+                                                            tmp_path):
+    """One tokenizer, embedding matrices of different sizes (Qwen2.5-7B's 152,064 rows against 0.5B's 151,936):
+    the engine's vocabulary check with ``padded_rows`` keeps the dense loss, compared up to the narrower width."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    model.resize_token_embeddings(len(tokenizer) + 8)  # rows no token maps to
+    model.save_pretrained(tmp_path / "padded")
+    tokenizer.save_pretrained(tmp_path / "padded")
+    teacher = stillroom.build("teacher", "hf", model=str(tmp_path / "padded"), device="cpu")
+    assert teacher.model.config.vocab_size == len(tokenizer) + 8
+    job = make_job(tmp_path / "run", teacher, {"model": str(tiny_model_dir), "device": "cpu"}, pseudo_targets=0,
+                   include_gold=True, alpha=0, budget=Budget(train_examples=4, steps=2, batch_size=4,
+                                                             learning_rate=1e-2))
+    job.method.run(job)
+    metrics = train_metrics(job)
+    assert metrics["teacher_access"] == "logits" and metrics["same_vocabulary"] is True
+    assert metrics["matched_positions"] == 1.0  # dense: every position compared, none mapped through token texts
+
+
 def test_t5_student_learns_from_a_causal_teacher(stillroom_host, hf_teacher, tiny_teacher_dir, tmp_path):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -251,7 +289,7 @@ def test_api_teacher_scores_student_pseudo_targets(stillroom_host, served_teache
 
 def test_api_teacher_pseudo_targets_carry_top_k_and_train(stillroom_host, served_teacher, tiny_model_dir, tmp_path):
     teacher = api_teacher(served_teacher, tmp_path / "run")
-    assert teacher.model is None
+    assert teacher.model is None and not teacher.white_box
     job = make_job(tmp_path / "run", teacher, {"model": str(tiny_model_dir), "device": "cpu"}, pseudo_targets=2,
                    alpha=0.0, top_logprobs=5, budget=Budget(train_examples=8, steps=8, batch_size=4,
                                                             learning_rate=1e-2))
@@ -282,3 +320,9 @@ def test_api_teacher_pseudo_targets_carry_top_k_and_train(stillroom_host, served
                     decoding="beam", alpha=0)
     with pytest.raises(UserError, match="beam"):
         beam.method.run(beam)
+    # full logits asked of a teacher behind an API: the engine's white-box check, at the option that asks
+    logits = make_job(tmp_path / "run", teacher, {"model": str(tiny_model_dir), "device": "cpu"}, label="logits",
+                      teacher_access="logits", alpha=0)
+    with pytest.raises(UserError, match="white-box teacher .* 'api' exposes no model") as caught:
+        logits.method.run(logits)
+    assert caught.value.location == "methods[logits].teacher_access"

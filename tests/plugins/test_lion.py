@@ -397,6 +397,23 @@ def test_pools_reviews_and_resume_without_repeated_calls(scripted, tmp_path, tin
     assert 0 <= rows[0]["extra"]["iterations"][0]["hard_fraction"] <= 1
 
 
+def test_each_role_is_metered_through_the_endpoint_it_declares(stillroom_host, tiny_model_dir):
+    from stillroom import Context
+    from stillroom.plugins.lion.method import endpoint_of
+
+    referee_endpoint = Scripted(Scripted.Config(role="referee"), None)
+    context = Context(cache=None, endpoints={"ref": referee_endpoint}, data_root=None)
+    llm = build("judge", "llm", context=context, endpoint="ref", calibration="mec")
+    assert endpoint_of(llm) is referee_endpoint and llm.calibration == "mec"
+    # an llm judge without an endpoint has nothing to meter (judging itself reports the missing endpoint)
+    assert endpoint_of(build("judge", "llm", context=context)) is None
+    rule = build("judge", "arithmetic_referee", context=context)
+    assert endpoint_of(rule) is None and rule.calibration == "none"  # the Judge role's defaults
+    student = build("student", "hf", context=context, model=str(tiny_model_dir), device="cpu")
+    assert endpoint_of(student) is student.endpoint and endpoint_of(student).model is student.model
+    assert endpoint_of(None) is None
+
+
 def test_lion_needs_an_instruction_writer_and_a_known_referee(scripted, tmp_path, tiny_model_dir):
     from stillroom.specs import SpecError
 

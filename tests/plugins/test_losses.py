@@ -186,6 +186,24 @@ def test_temperature_divides_both_logits(stillroom_host, pair):
     torch.testing.assert_close(ce_hot, loss("ce")(student / 2.0, None, labels))
 
 
+def test_every_loss_declares_the_temperature_it_divides_by(stillroom_host, pair):
+    student, teacher, labels = pair
+    for kind in ("ce", "forward_kl", "reverse_kl", "gjsd", "tvd", "topk_forward_kl", "topk_reverse_kl", "topk_gjsd"):
+        options = {"tail": "renormalize"} if kind.startswith("topk_") else {}
+        assert loss(kind, **options).temperature == 1.0, kind
+        assert loss(kind, temperature=3.0, **options).temperature == 3.0, kind
+
+    class Unscaled(stillroom.Loss):
+        """A loss without a temperature: the role's declared default."""
+
+        name = "unscaled"
+
+        def __call__(self, student_logits, teacher_logits=None, labels=None):
+            return student_logits.sum()
+
+    assert Unscaled().temperature == 1.0
+
+
 def test_cross_entropy_ignores_the_teacher_and_matches_torch(stillroom_host, pair):
     student, teacher, labels = pair
     expected = F.cross_entropy(student.reshape(-1, 40), labels.reshape(-1), ignore_index=-100)

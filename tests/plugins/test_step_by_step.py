@@ -20,7 +20,8 @@ from stillroom.plugins.step_by_step.prompts import (Exemplar, PromptOptions, bui
                                                     read_exemplars_file, upstream_labels_match)
 from stillroom.plugins.step_by_step.training import (TrainingSettings, combine_losses, encode_example,
                                                      train_step_by_step)
-from stillroom.runs import MethodJob, RunDirectory
+from stillroom.job import MethodJob
+from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget, load_spec
 from stillroom.testing import tiny_llama, tiny_tokenizer
 
@@ -292,6 +293,11 @@ def test_multitask_training_and_prefix_at_inference(stillroom_host, tmp_path, ti
     assert student.is_encoder_decoder == (architecture == "t5")
     job, trained = run_method(tmp_path, student, steps=150 if architecture == "llama" else 200)
     assert isinstance(trained, PrefixedStudent) and trained.prefix == "predict: "
+    # the Student role's declared capabilities, read through the wrapper: the inner student's architecture and
+    # the folder the trained weights were loaded from; no endpoint (the inner one would answer without prefix)
+    assert trained.is_encoder_decoder == (architecture == "t5")
+    assert Path(trained.path) == job.run_dir.stage_path("methods/sbs/train") / "model"
+    assert trained.endpoint is None and trained.inner.endpoint is not None
     prompts = [r["prompt"] for r in TOY]
     # plain prompts get the label: the student adds "predict: " itself
     assert answers(trained, prompts) == [r["answer"] for r in TOY]

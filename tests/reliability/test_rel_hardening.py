@@ -324,8 +324,8 @@ def test_a_second_resume_says_who_holds_the_run(rel_root, tiny_model_dir):
              f"(folder / 'manifest.json').write_text(json.dumps({{'spec_hash': spec_hash(s)}})); print(folder)")
     folder = Path(subprocess.run([PYTHON, "-c", probe], env=env, capture_output=True, text=True, check=True,
                                  timeout=60).stdout.strip())
-    holder = subprocess.Popen([PYTHON, "-c", f"import sys, time; from stillroom import runlock; "
-                                             f"runlock.hold({str(folder)!r}); print('held', flush=True); time.sleep(60)"],
+    holder = subprocess.Popen([PYTHON, "-c", f"import sys, time; from stillroom import rundir; "
+                                             f"rundir.hold_lock({str(folder)!r}); print('held', flush=True); time.sleep(60)"],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

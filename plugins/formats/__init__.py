@@ -1,0 +1,12 @@
+"""The leaderboard's built-in output formats (table, md, csv, json, html), registered as ``trylast`` defaults so a
+plugin registering a format of the same name replaces it. The layouts themselves are ``stillroom.leaderboard``'s."""
+
+from stillroom import hookimpl
+
+
+@hookimpl(trylast=True)
+def stillroom_register_output_renderers(register):
+    from stillroom.plugins.formats.builtin import RENDERERS
+
+    for renderer in RENDERERS:
+        register(renderer)
