@@ -104,20 +104,11 @@ def generate_through_cache(endpoint: "Endpoint", requests: list["GenerationReque
 
 def generate_in_chunks(endpoint: "Endpoint", requests: list["GenerationRequest"], deliver: Deliver) -> None:
     """The default way to answer: ``_generate`` on chunks of ``endpoint.chunk_size`` (64) requests, each chunk's
-    answers delivered when it finishes. An endpoint that stops part-way (a budget, exhausted retries) may attach
-    the answers it did finish to its exception as ``partial_answers`` (None where unanswered): they are kept."""
+    answers delivered when it finishes (a failing chunk loses only its own answers: earlier chunks are kept)."""
     chunk = max(1, int(endpoint.chunk_size))
     for start in range(0, len(requests), chunk):
         part = requests[start:start + chunk]
-        try:
-            answers = endpoint._generate(part)
-        except Exception as exc:
-            partial = getattr(exc, "partial_answers", None)
-            if isinstance(partial, list) and len(partial) == len(part):
-                for offset, completions in enumerate(partial):
-                    if completions is not None:
-                        deliver(start + offset, completions)
-            raise
+        answers = endpoint._generate(part)
         if len(answers) != len(part):
             raise RuntimeError(f"{endpoint.name}: _generate returned {len(answers)} answers for {len(part)} requests")
         for offset, completions in enumerate(answers):
