@@ -7,6 +7,7 @@ from stillroom.context import Context
 from stillroom import paths
 from stillroom.errors import BudgetExceeded, UserError, suggest
 from stillroom.hookspecs import hookimpl
+from stillroom.leaderboard import OutputRenderer, RenderOptions
 from stillroom.plugin_manager import build, get_host
 from stillroom.roles import (
     Completion,
@@ -45,5 +46,5 @@ __all__ = [
     "JudgeItem", "Judgment", "Loss", "Method", "MethodConfig", "MethodJob", "MetricValue", "RunDirectory", "Student",
     "RewardScorer", "Subject", "Teacher", "TextScorer", "TokenLogprob", "UserError", "build", "paths", "suggest",
     "get_host", "hookimpl", "read_jsonl",
-    "write_json_atomic", "write_jsonl_atomic", "InstructionWriter", "Job",
+    "write_json_atomic", "write_jsonl_atomic", "InstructionWriter", "Job", "OutputRenderer", "RenderOptions",
 ]
