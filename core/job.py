@@ -25,7 +25,8 @@ from typing import Any, Callable
 from stillroom.context import Context
 from stillroom.errors import UserError
 from stillroom.rundir import RunDirectory, naming, process_rank, records_stage
-from stillroom.roles import Component, Student
+from stillroom.results import evaluate_subject
+from stillroom.roles import Component, Evaluator, MetricValue, Student
 from stillroom.specs import Budget
 from stillroom.store import BUDGET_COLUMNS
 
@@ -182,6 +183,11 @@ class MethodJob:
 
         path = self.stage(name, produce)
         return self.student.load(path / "model")
+
+    def evaluate(self, model: Student, evaluator: Evaluator, stage: str, *, name: str) -> list[MetricValue]:
+        """Score ``model`` with ``evaluator`` in this entry's stage ``stage`` (``results.evaluate_subject``)."""
+        evaluation = evaluate_subject(self, name, model, stage, evaluator, "method", stage=stage, seed=self.seed)
+        return list(evaluation.metrics)
 
     def summary(self) -> dict[str, Any]:
         """The budget columns (``BUDGET_COLUMNS``) summed over this entry's finished stages; a column no stage

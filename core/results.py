@@ -121,11 +121,21 @@ class EvalRun:
         return subject
 
 
-def evaluate_subject(run_dir: RunDirectory, subject_name: str, component: Component, evaluator_label: str,
+class Stages(Protocol):
+    """Where an evaluation runs as a resumable stage: a ``RunDirectory``, or a method's ``Job`` (whose stage
+    names are relative to its entry and whose stages also record what they consumed)."""
+
+    def stage(self, name: str, produce: Any) -> Path: ...
+
+    def stage_metrics(self, name: str) -> dict[str, Any]: ...
+
+
+def evaluate_subject(run_dir: Stages, subject_name: str, component: Component, evaluator_label: str,
                      evaluator, role: str, *, stage: str | None = None, seed: int | None = None,
                      version: str | None = None) -> Evaluation:
-    """Evaluate one model with one evaluator as a resumable stage (``stage``, by default
-    ``eval/<subject>/<evaluator>``); returns its stored metrics as an ``Evaluation``."""
+    """Evaluate one model with one evaluator as a resumable stage of ``run_dir`` (``stage``, by default
+    ``eval/<subject>/<evaluator>``); returns its stored metrics as an ``Evaluation``. The one way a model is
+    scored: the run's evaluators and a method's own held-out checks (``Job.evaluate``) both come here."""
     import json
 
     def produce(folder: Path):

@@ -501,6 +501,11 @@ class Job(Protocol):
     def model_stage(self, name: str, train: Callable[[Student, Path], dict | None]) -> Student:
         """Train the student once in a stage (``train(student, folder)``) and return it, loaded back on resume."""
 
+    def evaluate(self, model: Student, evaluator: Evaluator, stage: str, *, name: str) -> list[MetricValue]:
+        """Score ``model`` (named ``name`` in the samples) with ``evaluator`` once, in stage ``stage``, which keeps
+        ``samples.jsonl`` and ``result.json`` exactly as the leaderboard's own evaluations do; returns the metrics
+        (read back from the stage on resume)."""
+
 
 class MethodConfig(ComponentConfig):
     """Base of every method's Config."""

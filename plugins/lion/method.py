@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom import (Endpoint, GenerationRequest, InstructionWriter, Judge, JudgeItem, Judgment, Method, MethodJob,
-                       Student, Subject, Teacher, UserError, read_jsonl, write_json_atomic, write_jsonl_atomic)
+                       Student, Teacher, UserError, read_jsonl, write_jsonl_atomic)
 
 from . import dynamics
 from .config import LionConfig
@@ -275,26 +275,25 @@ class _State:
         job.student = job.model_stage(f"iter{k}/train", fit)
 
     def heldout(self, k: int) -> None:
+        """The student of iteration ``k`` on the held-out evaluator (never the test split), scored through the
+        job like every other evaluation; the dynamics read the chosen metric back (``heldout_value``)."""
         evaluator = self.method.heldout
-        if evaluator is None:
-            return
+        if evaluator is not None:
+            self.job.evaluate(self.job.student, evaluator, f"iter{k}/heldout", name=f"{self.job.label}@iter{k}")
+            self.heldout_value(k)  # an unknown heldout_metric fails now, not when the dynamics are drawn
 
-        def produce(folder: Path):
-            meter = Meter(endpoint_of(self.job.student))
-            subject = Subject.of(self.job.student, f"{self.job.label}@iter{k}", "method")
-            result = evaluator.evaluate(subject)
-            write_jsonl_atomic(folder / "samples.jsonl", result.samples)
-            metrics = [m.model_dump() for m in result.metrics]
-            write_json_atomic(folder / "result.json", {"metrics": metrics, "details": result.details})
-            wanted = self.cfg.heldout_metric
-            chosen = next((m for m in result.metrics if wanted is None or m.metric == wanted), None)
-            if chosen is None:
-                raise UserError(f"the held-out evaluator has no metric {wanted!r}; it reports "
-                                f"{', '.join(m.metric for m in result.metrics)}", f"methods[{self.job.label}].heldout_metric")
-            return {"metric": chosen.metric, "value": chosen.value, "n": chosen.n,
-                    "calls": {"student_heldout": meter.delta()}}
-
-        self._stage(f"iter{k}/heldout", produce)
+    def heldout_value(self, k: int) -> float | None:
+        """The ``heldout_metric`` (default: the first metric) of iteration ``k``'s held-out evaluation."""
+        result = self.job.stage_path(f"iter{k}/heldout") / "result.json"
+        if not self.job.stage_metrics(f"iter{k}/heldout") or not result.exists():
+            return None
+        metrics = json.loads(result.read_text())["metrics"]
+        wanted = self.cfg.heldout_metric
+        chosen = next((m for m in metrics if wanted is None or m["metric"] == wanted), None)
+        if chosen is None:
+            raise UserError(f"the held-out evaluator has no metric {wanted!r}; it reports "
+                            f"{', '.join(m['metric'] for m in metrics)}", f"methods[{self.job.label}].heldout_metric")
+        return chosen["value"]
 
     def discrimination(self, k: int, cache_pool: list[dict]) -> list[dict]:
         job, cfg = self.job, self.cfg
@@ -464,10 +463,10 @@ class _State:
             if not pools:
                 break
             imitation, train = self._metrics(k, "imitation_answers"), self._metrics(k, "train")
-            held, disc, gen = self._metrics(k, "heldout"), self._metrics(k, "discrimination"), self._metrics(k, "generation")
+            disc, gen = self._metrics(k, "discrimination"), self._metrics(k, "generation")
             row: dict[str, Any] = {"iteration": k, "train_pool": pools.get("train_pool"),
                                    "cache_pool": pools.get("cache_pool"), "steps": train.get("steps"),
-                                   "train_loss": train.get("loss"), "heldout": held.get("value"),
+                                   "train_loss": train.get("loss"), "heldout": self.heldout_value(k),
                                    "teacher_answered": (imitation.get("asked") or {}).get("teacher")}
             for key in ("hard", "easy", "referee_failures", "hard_fraction", "mean_d", "teacher_score",
                         "student_score", "pairs_judged", "pairs_reused"):

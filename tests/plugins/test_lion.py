@@ -471,3 +471,23 @@ def test_end_to_end_two_iterations_over_stillroom_serve(stillroom_host, served, 
     counted = sum(r[f"calls_{role}"] for r in rows for role in ("teacher", "referee", "generator"))
     assert counted == served_requests > 0
     assert rows[0]["calls_teacher"] == 12 and rows[0]["protocol_teacher"] == 24
+
+
+def test_heldout_is_scored_through_the_job_and_read_back_into_the_dynamics(scripted, tmp_path, tiny_model_dir):
+    spec = lion_spec(data_root(), tiny_model_dir, iterations=2, instructions_per_iteration=4,
+                     heldout={"kind": "exact_match", "limit": 3, "max_tokens": 4, "rouge": False})
+    spec["budget"]["train_examples"] = 12
+    run = run_spec(tmp_path, spec, scripted)
+    folder = run.dir.stage_path("methods/lion")
+    dyn = json.loads((folder / "dynamics.json").read_text())
+    for k, row in zip((1, 2), dyn["iterations"]):
+        stage = folder / f"iter{k}/heldout"
+        stored = json.loads((stage / "result.json").read_text())["metrics"]
+        assert row["heldout"] == stored[0]["value"] and stored[0]["n"] == 3  # the first metric by default
+        samples = read_jsonl(stage / "samples.jsonl")
+        assert len(samples) == 3 and all("correct" in s for s in samples)  # kept like any evaluation's samples
+    # a metric the held-out evaluator does not report fails at once, naming the option
+    spec["methods"][0]["heldout_metric"] = "bleu"
+    spec["name"] = "lion-test-bad-metric"
+    with pytest.raises(UserError, match=r"methods\[lion\]\.heldout_metric.*no metric 'bleu'"):
+        run_spec(tmp_path, spec, scripted)
