@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stillroom.job import entry_stage_prefix
+
 SAMPLE_CAP = 500  # items per benchmark embedded for the drill-down (keeps the quickstart page well under 2 MB)
 TEXT_CAP = 1500  # characters kept of one prompt, reference or prediction
 ITERATION_PREFIX = "iteration/"
@@ -46,7 +48,7 @@ def entry_folders(entry: dict[str, Any]) -> dict[str, Path]:
     """{seed: the entry's method folder for that seed}; a run of one seed has no seed level."""
     if not entry.get("run_dir") or entry.get("role") != "method":
         return {}
-    root = Path(entry["run_dir"]) / "stages" / "methods" / entry["entry"]
+    root = Path(entry["run_dir"]) / "stages" / entry_stage_prefix("methods", entry["entry"], 0, seeded=False)
     if not root.is_dir():
         return {}
     seeded = sorted((p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"seed\d+", p.name)), key=_natural)
