@@ -29,7 +29,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from pydantic import BaseModel
 
 from stillroom import paths
 from stillroom.cache import open_sqlite
@@ -257,7 +256,7 @@ def run_containing(path: str | Path) -> str | None:
     return None
 
 
-def write_manifest(folder: Path, run_id: str, spec: BaseModel, digest: str, spec_path: Path, host: "PluginHost",
+def write_manifest(folder: Path, run_id: str, spec: "SpecBase", digest: str, spec_path: Path, host: "PluginHost",
                    data_files: list[Path]) -> None:
     """The files a new run folder starts with: the resolved spec (``spec.json``), a copy of the spec file, and
     ``manifest.json`` (ids, seeds, versions, platform, git commit, and the checksums of ``data_files``)."""
@@ -296,14 +295,14 @@ def git_sha(folder: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------------------
 # Before the first stage: the checks, the lock, and removing a folder that never started.
 
-def check_before_run(spec: BaseModel, output_dir: Path) -> None:
+def check_before_run(spec: "SpecBase", output_dir: Path) -> None:
     """Fail now, with one located line, if the run could not write its results at the end."""
     cache = paths.cache_dir()
     check_database(cache / "calls.sqlite", "call cache")
     home = paths.home_dir()
     check_database(home / "leaderboard.sqlite", "results store")
     check_output_folder(output_dir, "output_dir")
-    for index, entry in enumerate(getattr(spec, "evaluators", None) or []):
+    for index, entry in enumerate(spec.evaluators):
         check_data_dir(getattr(entry, "data_dir", None), f"evaluators[{index}].data_dir")
 
 

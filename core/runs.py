@@ -36,7 +36,8 @@ from stillroom.plugin_manager import PluginHost, get_host, use_host
 from stillroom.results import Evaluation, Lineage, SubjectResults, evaluate_subject, over_seeds
 from stillroom.roles import Component
 from stillroom.rundir import FINISHED, RunDirectory, process_rank, read_jsonl, write_json_atomic, write_jsonl_atomic
-from stillroom.specs import SpecError, read_spec_file, reference_label, run_seeds, spec_hash, validate_spec
+from stillroom.specs import (SpecBase, SpecError, read_spec_file, reference_label, run_seeds, spec_hash,
+                             validate_spec)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Run:
 
     id: str
     name: str
-    spec: BaseModel
+    spec: SpecBase
     spec_hash: str
     dir: RunDirectory
     spec_path: Path
@@ -145,7 +146,7 @@ def parse_seeds(value: str | None) -> list[int] | None:
     return seeds
 
 
-def load_run_spec(path: str | Path, host: PluginHost, seeds: list[int] | None = None) -> BaseModel:
+def load_run_spec(path: str | Path, host: PluginHost, seeds: list[int] | None = None) -> SpecBase:
     """A spec file, with ``--seeds`` replacing its own seeds when given (validated like the file itself)."""
     data = read_spec_file(path)
     if seeds is not None:
@@ -258,7 +259,7 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     return run
 
 
-def _train_and_evaluate(host: PluginHost, spec: BaseModel, run: Run, context: Context, endpoints, teacher,
+def _train_and_evaluate(host: PluginHost, spec: SpecBase, run: Run, context: Context, endpoints, teacher,
                         base_student, data, evaluators, launch, spec_copy: Path,
                         seeds_override) -> list[SubjectResults]:
     """Train and evaluate every method entry at every seed (in this process, or ``launch.jobs`` at a time in
@@ -297,7 +298,7 @@ def _train_and_evaluate(host: PluginHost, spec: BaseModel, run: Run, context: Co
     return evaluated + outcomes  # teacher and base first on the leaderboard
 
 
-def _leaderboard_records(host: PluginHost, spec: BaseModel, run_dir: RunDirectory, teacher,
+def _leaderboard_records(host: PluginHost, spec: SpecBase, run_dir: RunDirectory, teacher,
                          outcomes: list[SubjectResults]) -> tuple[list[Evaluation], dict[str, Lineage]]:
     """The run's outcomes averaged over seeds and compared with the reference entry (``results.over_seeds``),
     each model's lineage completed with what the whole run shares: the teacher's identity, the data, and (for
@@ -359,7 +360,7 @@ def plugin_version(host: PluginHost, role: str, kind: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------------
 # Running one entry.
 
-def run_entry(host: PluginHost, spec: BaseModel, run_dir, context, teacher, base_student, data, evaluators,
+def run_entry(host: PluginHost, spec: SpecBase, run_dir, context, teacher, base_student, data, evaluators,
               entry: BaseModel, seed: int, seeded: bool) -> SubjectResults:
     """Train ``entry`` at ``seed`` on a fresh student and evaluate it with every evaluator (resumable stages).
     Returns the trained model's lineage (what it consumed, its info and options) and its evaluations."""

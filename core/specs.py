@@ -10,7 +10,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from stillroom.errors import UserError, suggest
 from stillroom.paths import read_utf8
 from stillroom.plugin_manager import PluginHost, get_host
-from stillroom.roles import Component, ComponentConfig
+from stillroom.roles import Component, ComponentConfig, EvaluatorConfig, MethodConfig
 
 
 class SpecError(UserError):
@@ -200,6 +200,14 @@ class SpecBase(BaseModel):
     evaluate: EvaluateOptions = Field(default_factory=EvaluateOptions, description="extra models to evaluate")
     budget: Budget = Field(default_factory=Budget, description="the budget every method entry shares")
 
+    if TYPE_CHECKING:  # the role-typed fields ``spec_model`` adds for the plugins a host has loaded
+        endpoints: dict[str, ComponentConfig]
+        teacher: ComponentConfig | None
+        student: ComponentConfig
+        data: ComponentConfig
+        methods: list[MethodConfig]
+        evaluators: list[EvaluatorConfig]
+
     @model_validator(mode="after")
     def _check_refs(self):
         defined = set(getattr(self, "endpoints", {}) or {})
@@ -262,7 +270,7 @@ RESERVED_ROWS = ("teacher", "base")
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
-def _name_problems(spec: BaseModel) -> list[str]:
+def _name_problems(spec: SpecBase) -> list[str]:
     """Labels and the run name become folder names and leaderboard rows: each must be a slug, method labels must
     not be a reserved row's name, evaluator labels must be distinct, and seeds must fit 64 bits."""
     from stillroom.paths import slug_problem
@@ -311,12 +319,12 @@ def _seeds(value: Any, where: str):
             yield from _seeds(item, here)
 
 
-def run_seeds(spec: BaseModel) -> list[int]:
+def run_seeds(spec: SpecBase) -> list[int]:
     """The seeds every method entry trains with: ``seeds``, else ``[seed]``."""
     return list(spec.seeds) if spec.seeds else [spec.seed]  # type: ignore[attr-defined]
 
 
-def reference_label(spec: BaseModel, host: PluginHost | None = None) -> str:
+def reference_label(spec: SpecBase, host: PluginHost | None = None) -> str:
     """The entry the leaderboard compares every other entry of this spec with (see ``SpecBase.reference``)."""
     if spec.reference:  # type: ignore[attr-defined]
         return spec.reference  # type: ignore[attr-defined]
@@ -445,6 +453,6 @@ def load_spec(path: str | Path, host: PluginHost | None = None) -> BaseModel:
     return validate_spec(read_spec_file(path), host)
 
 
-def spec_hash(spec: BaseModel) -> str:
+def spec_hash(spec: SpecBase) -> str:
     blob = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
