@@ -179,6 +179,8 @@ class Budget(BaseModel):
     steps: int | None = Field(None, ge=1, description="optimizer steps each method takes")
     batch_size: int | None = Field(None, ge=1, description="examples per optimizer step")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="share of each method's optimizer steps spent "
+                                       "warming the learning rate up linearly (default: each method's own, 0)")
     checkpoint_steps: int | None = Field(None, ge=1, description="save a training stage's state every N optimizer "
                                                                  "steps, so --resume after a crash continues from "
                                                                  "the last one instead of step 0 (default: never)")
@@ -239,7 +241,7 @@ class SpecBase(BaseModel):
 
 # The [budget] fields a method entry may not contradict: an entry option with one of these names means the
 # same thing (every method's Config spells them so), and the budget wins only by agreeing with it.
-BUDGET_RULE_FIELDS = ("train_examples", "steps", "batch_size", "learning_rate")
+BUDGET_RULE_FIELDS = ("train_examples", "steps", "batch_size", "learning_rate", "warmup_ratio")
 
 
 def budget_conflicts(data: dict[str, Any], host: PluginHost | None = None) -> list[str]:

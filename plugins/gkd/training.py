@@ -53,12 +53,13 @@ def plan(job, options, where: str) -> Plan:
 def trainer_config(config_class, job, options, plan: Plan, output_dir, model, stage, **settings: Any):
     """``config_class`` (a TRL config) built by the engine's one policy (optimizer, schedule, precision,
     seeds, checkpoints, trackers) plus the method's own ``settings``."""
-    from stillroom.training import training_arguments
+    from stillroom.training import budget_value, training_arguments
 
     return training_arguments(
         output_dir, config_class=config_class, steps=plan.steps, batch_size=plan.batch_size,
         learning_rate=plan.learning_rate, seed=stage.seed, model=model,
-        gradient_accumulation_steps=options.gradient_accumulation_steps, warmup_ratio=options.warmup_ratio,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        warmup_ratio=budget_value(job, "warmup_ratio", options.warmup_ratio, 0.0),
         checkpoint_steps=stage.checkpoint_steps if stage.checkpoint_dir else None, report_to=stage.report_to,
         location=f"methods[{job.label}]", **settings)
 

@@ -101,7 +101,8 @@ class GKDRL(Method):
                 folder / "trainer", steps=steps, batch_size=batch_size,
                 learning_rate=training.budget_value(job, "learning_rate", options.learning_rate, 1e-5),
                 seed=settings.seed, model=student.model, config_class=GRPOConfig,
-                gradient_accumulation_steps=options.gradient_accumulation_steps, warmup_ratio=options.warmup_ratio,
+                gradient_accumulation_steps=options.gradient_accumulation_steps,
+                warmup_ratio=training.budget_value(job, "warmup_ratio", options.warmup_ratio, 0.0),
                 checkpoint_steps=settings.checkpoint_steps, report_to=settings.report_to, location=where, **grpo)
             trainer = trainer_class()(
                 model=student.model, reward_funcs=reward_funcs, args=args, train_dataset=Dataset.from_list(rows),

@@ -30,17 +30,19 @@ from stillroom import Method, MethodJob, Student, UserError
 from stillroom.plugins.joint_teaching import targets as pts
 from stillroom.plugins.joint_teaching.config import JointTeachingConfig
 
-DEFAULTS = {"train_examples": None, "steps": 200, "batch_size": 16, "learning_rate": 1e-4}
+DEFAULTS = {"train_examples": None, "steps": 200, "batch_size": 16, "learning_rate": 1e-4, "warmup_ratio": 0.0}
 
 
 class Plan:
     """The budget this entry trains with: the spec's [budget], else the entry's own option, else a default."""
 
-    def __init__(self, train_examples: int | None, steps: int, batch_size: int, learning_rate: float):
+    def __init__(self, train_examples: int | None, steps: int, batch_size: int, learning_rate: float,
+                 warmup_ratio: float):
         self.train_examples = train_examples
         self.steps = steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.warmup_ratio = warmup_ratio
 
 
 def resolve_budget(job: MethodJob, config: JointTeachingConfig, where: str) -> Plan:

@@ -361,7 +361,7 @@ def train(*, student, teacher, config, plan, records: list[dict[str, Any]], pool
         before = measure()
         args = training.training_arguments(
             checkpoint_dir or Path(scratch) / "trainer", steps=steps, batch_size=per_step,
-            learning_rate=plan.learning_rate, seed=seed, model=model, warmup_ratio=config.warmup_ratio,
+            learning_rate=plan.learning_rate, seed=seed, model=model, warmup_ratio=plan.warmup_ratio,
             weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
             checkpoint_steps=checkpoint_steps if checkpoint_dir else None, report_to=report_to, location=where)
         trainer = training.build_trainer(model, args=args, train_dataset=rows, collate=collate, loss=step_loss,

@@ -249,9 +249,10 @@ class _State:
         one optimizer state and one learning-rate schedule spanning the budget's steps: iteration k continues
         from the optimizer state iteration k-1 kept (a fresh AdamW per iteration would restart the warm-up and
         decay, training with a larger learning rate than every other method)."""
-        from stillroom.training import ids_digest, stage_settings
+        from stillroom.training import budget_value, ids_digest, stage_settings
 
         plan, job = self.plan, self.job
+        warmup_ratio = budget_value(job, "warmup_ratio", None, 0.0)  # of all iterations' steps: one warm-up
         records = [{"id": r.get("id"), "prompt": r["prompt"], "target": r["teacher_answer"]}
                    for r in rows if r["teacher_answer"].strip()]
         stage = stage_settings(job, f"iter{k}/train")
@@ -263,7 +264,7 @@ class _State:
                 return {"records": 0, "steps": 0, "optimizer_steps": 0, "skipped": "no teacher answers to train on"}
             result = student.fit(records, steps=plan.steps[k - 1], batch_size=plan.batch_size,
                                  learning_rate=plan.learning_rate, seed=stage.seed, max_length=self.cfg.max_length,
-                                 folder=folder, checkpoint_dir=stage.checkpoint_dir,
+                                 warmup_ratio=warmup_ratio, folder=folder, checkpoint_dir=stage.checkpoint_dir,
                                  checkpoint_steps=stage.checkpoint_steps, report_to=stage.report_to,
                                  description=f"{job.label} iter{k} train", total_steps=sum(plan.steps),
                                  continue_from=previous if k > 1 and previous.is_dir() else None,

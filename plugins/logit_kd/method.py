@@ -18,7 +18,7 @@ from stillroom import GenerationRequest, Method, MethodJob, Student, UserError
 
 from stillroom.plugins.logit_kd.config import LogitKDOptions
 
-DEFAULTS = {"train_examples": None, "steps": 200, "batch_size": 16, "learning_rate": 1e-4}
+DEFAULTS = {"train_examples": None, "steps": 200, "batch_size": 16, "learning_rate": 1e-4, "warmup_ratio": 0.0}
 DEFAULT_LOSS = {"kind": "topk_forward_kl"}
 
 
@@ -178,7 +178,7 @@ class LogitKD(Method):
         args = training.training_arguments(
             settings.checkpoint_dir or Path(folder) / "trainer", steps=plan["steps"], batch_size=plan["batch_size"],
             learning_rate=plan["learning_rate"], seed=settings.seed, model=student.model,
-            warmup_ratio=options.warmup_ratio, weight_decay=options.weight_decay,
+            warmup_ratio=plan["warmup_ratio"], weight_decay=options.weight_decay,
             checkpoint_steps=settings.checkpoint_steps, report_to=settings.report_to, location=f"methods[{job.label}]")
         trainer = training.build_trainer(student.model, args=args, train_dataset=dataset,
                                          collate=lambda batch: collate_with_signals(batch, pad), loss=kd_loss)

@@ -61,14 +61,15 @@ def training_records(job: MethodJob, plan: Plan) -> list[dict[str, Any]]:
 
 def fit(job: MethodJob, options: TrainingOptions, plan: Plan, records: list[dict[str, Any]]) -> Student:
     """Fine-tune ``job.student`` on ``records`` as the resumable stage ``train`` (through the engine)."""
-    from stillroom.training import ids_digest, stage_settings
+    from stillroom.training import budget_value, ids_digest, stage_settings
 
     settings = stage_settings(job, "train")
+    warmup_ratio = budget_value(job, "warmup_ratio", options.warmup_ratio, 0.0)
 
     def train(student: Student, folder) -> dict[str, Any]:
         result = student.fit(records, steps=plan.steps, batch_size=plan.batch_size,
                              learning_rate=plan.learning_rate, seed=settings.seed, max_length=options.max_length,
-                             warmup_ratio=options.warmup_ratio, weight_decay=options.weight_decay, folder=folder,
+                             warmup_ratio=warmup_ratio, weight_decay=options.weight_decay, folder=folder,
                              checkpoint_dir=settings.checkpoint_dir, checkpoint_steps=settings.checkpoint_steps,
                              report_to=settings.report_to, description=f"{job.label} train")
         summary = {k: v for k, v in result.items() if k != "losses"}

@@ -174,6 +174,11 @@ class StepByStep(Method):
         from stillroom.training import budget_value
 
         cfg = self.config
+        shared_warmup = job.budget.warmup_ratio
+        if shared_warmup is not None and cfg.warmup_steps:
+            raise UserError(f"warmup_steps = {cfg.warmup_steps} conflicts with budget.warmup_ratio = {shared_warmup}; "
+                            "the budget applies to every method, so remove one of them",
+                            f"methods[{job.label}].warmup_steps")
         return TrainingSettings(
             multitask=cfg.mode == "multitask", steps=budget_value(job, "steps", cfg.steps, 300),
             batch_size=budget_value(job, "batch_size", cfg.batch_size, 16),
@@ -181,6 +186,7 @@ class StepByStep(Method):
             seed=seed, weighting=cfg.weighting, rationale_weight=cfg.rationale_weight, alpha=cfg.alpha,
             label_prefix=cfg.label_prefix if cfg.mode == "multitask" else "", rationale_prefix=cfg.rationale_prefix,
             prompt_format=cfg.prompt_format, max_length=cfg.max_length, warmup_steps=cfg.warmup_steps,
+            warmup_ratio=shared_warmup,
             max_grad_norm=cfg.max_grad_norm)
 
     def select(self, job: MethodJob) -> list[dict[str, Any]]:

@@ -102,6 +102,7 @@ class TrainingSettings:
     prompt_format: PromptFormat = "raw"
     max_length: int = 512
     warmup_steps: int = 0
+    warmup_ratio: float | None = None  # the budget's share of warm-up steps; replaces warmup_steps when set
     max_grad_norm: float = 1.0
 
 
@@ -154,7 +155,8 @@ def train_step_by_step(model, tokenizer, examples: list[dict[str, str]], setting
         args = training.training_arguments(
             checkpoint_dir or Path(scratch) / "trainer", steps=settings.steps, batch_size=settings.batch_size,
             learning_rate=settings.learning_rate, seed=settings.seed, model=model,
-            warmup_ratio=settings.warmup_steps / settings.steps if settings.warmup_steps else 0.0,
+            warmup_ratio=(settings.warmup_ratio if settings.warmup_ratio is not None
+                          else settings.warmup_steps / settings.steps if settings.warmup_steps else 0.0),
             max_grad_norm=settings.max_grad_norm, checkpoint_steps=checkpoint_steps if checkpoint_dir else None,
             report_to=report_to, location="step_by_step")
         trainer = training.build_trainer(model, args=args, train_dataset=list(range(len(examples))),

@@ -12,7 +12,8 @@ from stillroom.store import ResultsStore
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.toml"
 # a value each budget field can take, and a different one for the method entry
-VALUES = {"train_examples": (10, 20), "steps": (10, 20), "batch_size": (4, 8), "learning_rate": (0.001, 0.002)}
+VALUES = {"train_examples": (10, 20), "steps": (10, 20), "batch_size": (4, 8), "learning_rate": (0.001, 0.002),
+          "warmup_ratio": (0.05, 0.1)}
 
 
 def _method_fields():

@@ -473,12 +473,19 @@ def test_end_to_end_two_iterations_over_stillroom_serve(stillroom_host, served, 
     assert rows[0]["calls_teacher"] == 12 and rows[0]["protocol_teacher"] == 24
 
 
-def test_heldout_is_scored_through_the_job_and_read_back_into_the_dynamics(scripted, tmp_path, tiny_model_dir):
+def test_heldout_and_warm_up_over_the_iterations(scripted, tmp_path, tiny_model_dir):
     spec = lion_spec(data_root(), tiny_model_dir, iterations=2, instructions_per_iteration=4,
                      heldout={"kind": "exact_match", "limit": 3, "max_tokens": 4, "rouge": False})
-    spec["budget"]["train_examples"] = 12
+    spec["budget"].update(train_examples=12, warmup_ratio=0.5)
     run = run_spec(tmp_path, spec, scripted)
     folder = run.dir.stage_path("methods/lion")
+    # the budget's warm-up spans all iterations' steps once: rising through iteration 1, at the peak on entering 2
+    rates = {k: [json.loads(line)["learning_rate"] for line in (folder / f"iter{k}/train/log_history.jsonl").open()]
+             for k in (1, 2)}
+    peak = spec["budget"]["learning_rate"]
+    assert rates[1][0] == 0 and rates[1][1] > 0 and rates[1] == sorted(rates[1])  # warming up from 0
+    assert max(rates[1] + rates[2]) == pytest.approx(peak)
+    assert rates[2][0] > 0.5 * peak and rates[2][-1] < rates[2][0]  # not restarted: decaying from the peak
     dyn = json.loads((folder / "dynamics.json").read_text())
     for k, row in zip((1, 2), dyn["iterations"]):
         stage = folder / f"iter{k}/heldout"

@@ -441,3 +441,15 @@ def test_config_rejects_contradictions(stillroom_host):
     assert StepByStep.uses_teacher is False
     assert stillroom.build("method", "step_by_step", rationales="teacher").uses_teacher is True
     assert stillroom.build("method", "step_by_step").uses_teacher is False
+
+
+def test_budget_warm_up_replaces_warmup_steps_and_both_at_once_is_a_located_error(stillroom_host, tmp_path):
+    method = stillroom.build("method", "step_by_step", label="sbs", warmup_steps=5)
+    budget = Budget(steps=10, warmup_ratio=0.2)
+    job = MethodJob("sbs", method, None, None, {"train": TOY}, budget, 0, RunDirectory(tmp_path / "run"), Context())
+    with pytest.raises(UserError, match=r"methods\[sbs\]\.warmup_steps: warmup_steps = 5 conflicts with "
+                                        r"budget\.warmup_ratio = 0\.2"):
+        method.settings(job, seed=0)
+    shared = stillroom.build("method", "step_by_step", label="sbs")
+    job = MethodJob("sbs", shared, None, None, {"train": TOY}, budget, 0, RunDirectory(tmp_path / "run2"), Context())
+    assert shared.settings(job, seed=0).warmup_ratio == 0.2

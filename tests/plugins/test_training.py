@@ -4,6 +4,7 @@ problems, and the consumption metrics add up (the FLOPs formula, token counts ch
 
 import json
 import random
+import sys
 
 import pytest
 
@@ -197,3 +198,21 @@ def test_trl_experimental_notice_is_silenced_without_touching_the_environment():
     env = {k: v for k, v in os.environ.items() if k != "TRL_EXPERIMENTAL_SILENCE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "filters restored", out.stderr[-2000:]
+
+
+def learning_rates(run_dir: RunDirectory, kind: str) -> list[float]:
+    path = run_dir.stage_path(f"methods/{kind}/train") / "log_history.jsonl"
+    return [json.loads(line)["learning_rate"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kind", sorted(METHODS))
+def test_the_budget_warm_up_reaches_every_method(kind, stillroom_host_module, parts, tmp_path, monkeypatch):
+    """``budget.warmup_ratio`` is one schedule for all: the rate rises over the first half of 4 steps, where
+    without it every method starts at its peak and decays."""
+    data, teacher = parts
+    plain = learning_rates(run(kind, RunDirectory(tmp_path / "plain"), data, teacher)[0].run_dir, kind)
+    monkeypatch.setattr(sys.modules[__name__], "BUDGET", BUDGET.model_copy(update={"warmup_ratio": 0.5}))
+    warmed = learning_rates(run(kind, RunDirectory(tmp_path / "warm"), data, teacher)[0].run_dir, kind)
+    # the rate each step used: without warm-up the peak first, then a linear decay; with it, 0 then up to the peak
+    assert plain[0] == pytest.approx(BUDGET.learning_rate) and plain[0] > plain[1] > plain[-1]
+    assert warmed[0] == 0 and warmed[0] < warmed[1] < warmed[2] == pytest.approx(BUDGET.learning_rate)
