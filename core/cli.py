@@ -272,14 +272,14 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
     run_dir = RunDirectory(output_dir.resolve() / "eval" / run_id)
     context = Context(run_dir=run_dir.root)
     scorer = build("evaluator", evaluator, context=context, **config)
+    version = plugin_version(get_host(), "evaluator", scorer.name)
     if predictions is not None:
         from stillroom.roles import TextScorer
 
         if not isinstance(scorer, TextScorer):
             raise UserError(f"evaluator {evaluator!r} cannot score files; give it a --model", "--predictions")
         scored = scorer.score_texts(texts, refs)
-        evaluation = Evaluation.of(predictions.name, evaluator, scorer.name, scored.metrics,
-                                   version=plugin_version(get_host(), "evaluator", scorer.name))
+        evaluation = Evaluation.of(predictions.name, evaluator, scorer.name, scored.metrics, version=version)
         lineage = Lineage("predictions")
     else:
         if model.startswith(("http://", "https://")):
@@ -293,8 +293,7 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
             from stillroom.paths import safe_name
 
             subject_name = safe_name(Path(model).name or model)
-        evaluation = evaluate_subject(run_dir, subject_name, component, evaluator, scorer, "model",
-                                      version=plugin_version(get_host(), "evaluator", scorer.name))
+        evaluation = evaluate_subject(run_dir, subject_name, component, evaluator, scorer, "model", version=version)
         # a model a run trained keeps that run as its parent on the leaderboard
         lineage = Lineage("model", path=model, parent_run=run_containing(model) if Path(model).exists() else None)
     with ResultsStore.default() as store:
@@ -321,6 +320,12 @@ def spec_schema():
     sys.stdout.write(json.dumps(spec_model().model_json_schema(), indent=2) + "\n")
 
 
+def _registration_tables(host) -> list[tuple[str, dict]]:
+    """What plugins registered, as (role, kind -> registration) tables: the components, then the output formats
+    (listed under the role ``renderer``)."""
+    return [*host.components.items(), ("renderer", host.renderers)]
+
+
 @plugins_app.command("list")
 def plugins_list(as_json: bool = typer.Option(False, "--json", help="a JSON array, one object per component"),
                  available: bool = typer.Option(False, "--available", help="also list installable plugins from the registry")):
@@ -330,15 +335,11 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="a JSON arra
 
     host = get_host()
     entries = []
-    for role, table in host.components.items():
+    for role, table in _registration_tables(host):
         for kind, reg in sorted(table.items()):
             info = host.plugins.get(reg.plugin)
             entries.append({"plugin": reg.plugin, "role": role, "kind": kind,
                             "version": info.version if info else None, "status": info.status if info else "ok"})
-    for name, reg in sorted(host.renderers.items()):
-        info = host.plugins.get(reg.plugin)
-        entries.append({"plugin": reg.plugin, "role": "renderer", "kind": name,
-                        "version": info.version if info else None, "status": info.status if info else "ok"})
     registry = load_registry()
     for name, info in host.plugins.items():
         if info.status != "ok":
@@ -378,8 +379,8 @@ def plugins_info(name: str):
     out = {"name": name, "status": info.status if info else "not installed",
            "distribution": info.distribution if info else None, "version": info.version if info else None,
            "error": info.error if info else None,
-           "components": [{"role": r, "kind": k} for r, t in host.components.items() for k, g in t.items() if g.plugin == name]
-           + [{"role": "renderer", "kind": k} for k, g in sorted(host.renderers.items()) if g.plugin == name]
+           "components": [{"role": r, "kind": k} for r, t in _registration_tables(host) for k, g in t.items()
+                          if g.plugin == name]
            or ([c.model_dump() for c in known.components] if known else [])}
     if known:
         out.update(summary=known.summary, pip=known.pip, homepage=known.homepage, builtin=known.builtin)

@@ -58,15 +58,20 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Stages, their accounting, and the job.
 
-# What a training stage consumed (``store.BUDGET_COLUMNS``), under these names in its stage.json and summed per
-# entry by ``MethodJob.summary`` (averaged over seeds on the leaderboard). ``MethodJob.stage`` measures the API
-# and time columns itself; the training engine reports the others.
-
-
 def entry_stage_prefix(kind: str, label: str, seed: int, seeded: bool) -> str:
     """Where an entry's stages live: ``methods/<label>/`` (``kind`` "methods") or ``eval/<label>/``, with a
     ``seed<s>/`` level when the run trains several seeds. The one place that spells this layout."""
     return f"{kind}/{label}/seed{seed}" if seeded else f"{kind}/{label}"
+
+
+def accounted_endpoints(endpoints: dict[str, Any], teacher) -> dict[str, Any]:
+    """Every endpoint whose calls a run accounts for, by name: the spec's ``endpoints`` and, as ``teacher``, the
+    teacher's own when it talks through none of them (an in-process hf teacher)."""
+    found = dict(endpoints)
+    teacher_endpoint = teacher.endpoint if teacher is not None else None
+    if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
+        found["teacher"] = teacher_endpoint
+    return found
 
 
 def endpoint_usage(endpoints: list[Any]) -> dict[str, float]:
@@ -140,15 +145,12 @@ class MethodJob:
         return chosen
 
     def _endpoints(self) -> list[Any]:
-        found = list(self.context.endpoints.values())
-        teacher_endpoint = self.teacher.endpoint if self.teacher is not None else None
-        if teacher_endpoint is not None and all(teacher_endpoint is not e for e in found):
-            found.append(teacher_endpoint)
-        return found
+        return list(accounted_endpoints(self.context.endpoints, self.teacher).values())
 
     def stage(self, name: str, produce: Callable[[Path], dict | None]) -> Path:
         """Run this entry's stage ``name`` (see ``RunDirectory.stage``), seeded from ``stage_seed(name)``; its
-        metrics gain the API calls, tokens and cost it used, and its wall time."""
+        metrics gain the API calls, tokens and cost it used, and its wall time (the budget columns a stage
+        measures here; the training engine reports the others, and ``summary`` sums them per entry)."""
         def counted(folder: Path):
             seed_everything(self.stage_seed(name))
             before, start = endpoint_usage(self._endpoints()), time.perf_counter()

@@ -58,22 +58,34 @@ class PluginInfo:
 
 @dataclass
 class Registered:
-    """One registered kind: its class, the plugin that registered it, and whether that was a ``trylast``
-    default (which a later registration of the same kind by another plugin overrides)."""
+    """One registered kind: its class, the plugin that registered it, whether that was a ``trylast`` default."""
 
     cls: type[Component]
     plugin: str
     default: bool = False
 
+    @property
+    def described(self) -> str:
+        return f"{self.cls.__module__}.{self.cls.__qualname__}"
+
+    def same(self, other: "Registered") -> bool:
+        return self.cls is other.cls
+
 
 @dataclass
 class RegisteredRenderer:
-    """One output format of ``stillroom leaderboard``: its renderer and the plugin that registered it (a
-    ``trylast`` default gives way to another plugin's renderer of the same name)."""
+    """One output format of ``stillroom leaderboard``: its renderer, its plugin, whether a ``trylast`` default."""
 
     renderer: OutputRenderer
     plugin: str
     default: bool = False
+
+    @property
+    def described(self) -> str:
+        return self.renderer.description
+
+    def same(self, other: "RegisteredRenderer") -> bool:
+        return self.renderer == other.renderer
 
 
 @dataclass
@@ -112,8 +124,7 @@ class PluginHost:
 
     @property
     def renderers(self) -> dict[str, RegisteredRenderer]:
-        """Output format name -> registration, filled by ``stillroom_register_output_renderers`` on first use
-        (on its own: showing the leaderboard does not collect every component)."""
+        """Output format name -> registration, filled on first use (without collecting every component)."""
         if self._renderers is None:
             table: dict[str, RegisteredRenderer] = {}
             _call_each(self, RENDERER_HOOK, lambda plugin, default: _renderer_registrar(table, plugin, default))
@@ -145,10 +156,8 @@ def _collect(host: PluginHost) -> None:
 
 def _call_each(host: PluginHost, hook_name: str, registrar: Callable[[str, bool], Callable[[Any], None]]) -> None:
     """Call each implementation of a registration hook on its own (a subset hook caller holding just its
-    plugin), in the order pluggy would call them all: ``tryfirst`` first, then later-registered plugins before
-    earlier ones, then ``trylast``. One call per implementation is what lets ``register`` know which plugin is
-    registering and whether it is a ``trylast`` default; the calls still go through pluggy, so tracing and
-    monitoring see them. ``registrar(plugin_name, trylast)`` makes the ``register`` callback."""
+    plugin) in pluggy's order (``tryfirst``, later plugins first, ``trylast``), so that ``register`` (made by
+    ``registrar(plugin_name, trylast)``) knows who registers; the calls still go through pluggy's tracing."""
     impls = getattr(host.pm.hook, hook_name).get_hookimpls()
     for impl in reversed(impls):  # pluggy's call order is the reverse of this list
         register = registrar(impl.plugin_name, impl.trylast)
@@ -170,17 +179,22 @@ def _registrar(host: PluginHost, role: str, plugin_name: str, *, default: bool) 
         if not (isinstance(cls, type) and issubclass(cls, base) and cls.name):
             raise TypeError(f"plugin {plugin_name!r} registered {cls!r} as a {role}: it must subclass "
                             f"stillroom.{base.__name__} and set name")
-        existing = host.components[role].get(cls.name)
-        if existing is not None and existing.cls is not cls:
-            if default and not existing.default:
-                return  # a trylast default gives way to the plugin that registered the kind first
-            raise UserError(
-                f"{role} kind {cls.name!r} is registered twice: by plugin {existing.plugin!r} "
-                f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {plugin_name!r} "
-                f"({cls.__module__}.{cls.__qualname__})", "plugins")
-        host.components[role][cls.name] = Registered(cls, plugin_name, default)
+        _admit(host.components[role], cls.name, Registered(cls, plugin_name, default), f"{role} kind")
 
     return register
+
+
+def _admit(table: dict[str, Any], name: str, new: Registered | RegisteredRenderer, what: str) -> None:
+    """The one rule for a name two plugins register (a component kind, an output format): the same thing again
+    is no change; a ``trylast`` default gives way to the plugin that registered the name first; otherwise it is
+    an error naming both plugins."""
+    existing = table.get(name)
+    if existing is not None and not existing.same(new):
+        if new.default and not existing.default:
+            return
+        raise UserError(f"{what} {name!r} is registered twice: by plugin {existing.plugin!r} ({existing.described}) "
+                        f"and by plugin {new.plugin!r} ({new.described})", "plugins")
+    table[name] = new
 
 
 def _renderer_registrar(table: dict[str, RegisteredRenderer], plugin_name: str, default: bool) -> Callable[[Any], None]:
@@ -191,14 +205,7 @@ def _renderer_registrar(table: dict[str, RegisteredRenderer], plugin_name: str, 
         if not isinstance(renderer, OutputRenderer):
             raise TypeError(f"plugin {plugin_name!r} registered {renderer!r} as an output renderer: it must be a "
                             "stillroom.leaderboard.OutputRenderer")
-        existing = table.get(renderer.name)
-        if existing is not None and existing.renderer != renderer:
-            if default and not existing.default:
-                return  # a trylast default gives way to the plugin that registered the format first
-            raise UserError(f"output format {renderer.name!r} is registered twice: by plugin {existing.plugin!r} "
-                            f"({existing.renderer.description}) and by plugin {plugin_name!r} "
-                            f"({renderer.description})", "plugins")
-        table[renderer.name] = RegisteredRenderer(renderer, plugin_name, default)
+        _admit(table, renderer.name, RegisteredRenderer(renderer, plugin_name, default), "output format")
 
     return register
 

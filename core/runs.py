@@ -31,7 +31,8 @@ from pydantic import BaseModel
 from stillroom import rundir
 from stillroom.context import Context
 from stillroom.errors import UserError
-from stillroom.job import MethodJob, derive_seed, endpoint_usage, entry_stage_prefix, seed_everything
+from stillroom.job import (MethodJob, accounted_endpoints, derive_seed, endpoint_usage, entry_stage_prefix,
+                           seed_everything)
 from stillroom.plugin_manager import PluginHost, get_host, use_host
 from stillroom.results import Evaluation, Lineage, SubjectResults, evaluate_subject, over_seeds
 from stillroom.roles import Component
@@ -317,9 +318,9 @@ def _leaderboard_records(host: PluginHost, spec: SpecBase, run_dir: RunDirectory
 
 def _add_calls(endpoints: dict[str, Any], teacher, calls: dict[str, dict]) -> None:
     """Add a child process's endpoint accounting to this process's endpoints (for calls.json)."""
-    teacher_endpoint = teacher.endpoint if teacher is not None else None
+    accounted = accounted_endpoints(endpoints, teacher)
     for name, stats in calls.items():
-        endpoint = endpoints.get(name) or (teacher_endpoint if name == "teacher" else None)
+        endpoint = accounted.get(name)
         if endpoint is None:
             continue
         for key, value in stats.items():
@@ -329,10 +330,7 @@ def _add_calls(endpoints: dict[str, Any], teacher, calls: dict[str, dict]) -> No
 
 def _record_calls(run_dir: RunDirectory, endpoints: dict[str, Any], teacher) -> None:
     """Calls, cache hits, tokens, retries and cost per endpoint, kept even when the run fails."""
-    calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
-    teacher_endpoint = teacher.endpoint if teacher is not None else None
-    if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
-        calls["teacher"] = dict(teacher_endpoint.stats)
+    calls = {name: dict(endpoint.stats) for name, endpoint in accounted_endpoints(endpoints, teacher).items()}
     write_json_atomic(run_dir.root / "calls.json", calls)
     run_dir.event("calls", endpoints=calls)
 
@@ -462,10 +460,7 @@ def run_entry_tasks(tasks: list[EntryTask], claims: str | None = None) -> dict[s
                                         task.seed, len(run_seeds(spec)) > 1)
     except UserError as exc:
         return {"user_error": list(exc.lines)}
-    calls = {name: dict(endpoint.stats) for name, endpoint in endpoints.items()}
-    teacher_endpoint = teacher.endpoint if teacher is not None else None
-    if teacher_endpoint is not None and all(teacher_endpoint is not e for e in endpoints.values()):
-        calls["teacher"] = dict(teacher_endpoint.stats)
+    calls = {name: dict(endpoint.stats) for name, endpoint in accounted_endpoints(endpoints, teacher).items()}
     return {"outcomes": outcomes, "calls": calls}
 
 

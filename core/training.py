@@ -565,15 +565,6 @@ def budget_value(job, name: str, own, default):
     return shared if shared is not None else own if own is not None else default
 
 
-def train_records(job: Job, location: str) -> list[dict[str, Any]]:
-    """The entry's training problems, ``job.train_records()``: the budget's, with the same ids and order for
-    every method under one seed."""
-    records = job.train_records()
-    if not records:
-        raise UserError("the data has no 'train' split, or it is empty", location)
-    return list(records)
-
-
 def ids_digest(records: list[dict[str, Any]]) -> dict[str, Any]:
     """How many training problems a stage used and a digest of their ids in order, so two entries' stage
     metrics show at a glance whether they trained on the same problems."""

@@ -32,11 +32,11 @@ class Plan:
 def plan(job, options, where: str) -> Plan:
     """The effective budget: the spec's [budget], else the method's own options (a conflict between the two
     is the core's check, made once for every method). Without any step count, ``epochs`` passes."""
-    from stillroom.training import budget_value, train_records
+    from stillroom.training import budget_value
 
     batch_size = budget_value(job, "batch_size", options.batch_size, 8)
     learning_rate = budget_value(job, "learning_rate", options.learning_rate, 2e-5)
-    records = train_records(job, where)
+    records = job.train_records()
     limit = budget_value(job, "train_examples", options.train_examples, None)
     records = records[:limit] if limit else records
     steps = budget_value(job, "steps", options.steps, None)

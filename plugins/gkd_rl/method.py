@@ -46,7 +46,7 @@ class GKDRL(Method):
                                 f"must share one vocabulary, but {why}. Use the on_policy method with "
                                 "cross_tokenizer = true for a teacher with another tokenizer", where)
         training.require_chat_tokenizer(student.tokenizer, "student", where)
-        records = training.train_records(job, where)
+        records = job.train_records()
         rows = []
         for number, record in enumerate(records, 1):
             if "prompt" not in record:

@@ -109,9 +109,9 @@ class JointTeaching(Method):
         where = f"methods[{job.label}]"
         access = self.teacher_access(job, where)
         plan = resolve_budget(job, config, where)
-        from stillroom.training import ids_digest, stage_settings, train_records
+        from stillroom.training import ids_digest, stage_settings
 
-        records = train_records(job, where)
+        records = job.train_records()
         if plan.train_examples:
             records = records[:plan.train_examples]
         for index, record in enumerate(records):

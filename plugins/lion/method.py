@@ -210,9 +210,7 @@ class _State:
             if k == 1:
                 # the budget's problems in the seed's order (the same ids every method trains on); Lion's
                 # budget counts teacher-answered instructions, so the rest of it is instructions it generates
-                from stillroom.training import train_records
-
-                problems = train_records(self.job, f"methods[{self.job.label}]")
+                problems = self.job.train_records()
                 if len(problems) < self.plan.pool_sizes[0]:
                     problems = list(self.job.data["train"])
                 initial = [pool_record(r, "data") for r in problems[:self.plan.pool_sizes[0]]]

@@ -100,7 +100,7 @@ class LogitKD(Method):
         return taught
 
     def run(self, job: MethodJob) -> Student:
-        from stillroom.training import budget_value, ids_digest, train_records
+        from stillroom.training import budget_value, ids_digest
 
         where = f"methods[{job.label}]"
         options = self.config
@@ -113,7 +113,7 @@ class LogitKD(Method):
                             f"kind {teacher.name!r} cannot", where)
         check_vocabulary(teacher, job.student, where)
         plan = {name: budget_value(job, name, getattr(options, name), default) for name, default in DEFAULTS.items()}
-        records = train_records(job, where)
+        records = job.train_records()
         records = records[:plan["train_examples"]] if plan["train_examples"] else records
         if options.targets == "teacher":
             records = self.teacher_targets(job, records)

@@ -53,9 +53,7 @@ def resolve_budget(job: MethodJob, options: TrainingOptions) -> Plan:
 
 def training_records(job: MethodJob, plan: Plan) -> list[dict[str, Any]]:
     """The budget's training problems (every method takes the same ones, in the same order)."""
-    from stillroom.training import train_records
-
-    records = train_records(job, f"methods[{job.label}]")
+    records = job.train_records()
     return records[:plan.train_examples] if plan.train_examples else records
 
 

@@ -192,9 +192,7 @@ class StepByStep(Method):
     def select(self, job: MethodJob) -> list[dict[str, Any]]:
         """The training problems: the budget's (``job.train_records()``: the same ids, in the same order, as
         every other method). With data rationales, problems lacking what this entry trains on are dropped."""
-        from stillroom.training import train_records
-
-        records = train_records(job, f"methods[{job.label}]")
+        records = job.train_records()
         if self.config.rationales == "data":
             records = [r for r in records if self._usable(r)]
             if not records:

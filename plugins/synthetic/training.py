@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from stillroom.plugins.synthetic.arithmetic import record, stream
-from stillroom.plugins.synthetic.config import ArithmeticTask, TeacherTraining, TinyModelShape
+from stillroom.plugins.synthetic.config import ArithmeticTask, TinyModelShape, TrainingRun
 
 
 def build_llama(tokenizer, shape: TinyModelShape, seed: int):
@@ -64,7 +64,7 @@ def encode_batch(tokenizer, frame: tuple[str, str], prompts: list[str], targets:
     return ids, mask, labels
 
 
-def train_on_task(model, tokenizer, task: ArithmeticTask, training: TeacherTraining, *,
+def train_on_task(model, tokenizer, task: ArithmeticTask, training: TrainingRun, *,
                   report: Callable[[str], None] | None = None, description: str = "quickstart teacher",
                   location: str = "teacher.training") -> dict:
     """Train ``model`` through the training engine on ``steps x batch_size`` problems drawn in order from the
