@@ -3,16 +3,16 @@
 Plugins import public names from here only: ``from stillroom import hookimpl, Teacher, ...``.
 """
 
-from stillroom.context import Context
 from stillroom import paths
-from stillroom.errors import BudgetExceeded, UserError, suggest
 from stillroom.hookspecs import hookimpl
 from stillroom.leaderboard import OutputRenderer, RenderOptions
 from stillroom.plugin_manager import build, get_host
 from stillroom.roles import (
+    BudgetExceeded,
     Completion,
     Component,
     ComponentConfig,
+    Context,
     Dataset,
     Endpoint,
     EvalResult,
@@ -35,10 +35,12 @@ from stillroom.roles import (
     Teacher,
     TextScorer,
     TokenLogprob,
+    UserError,
+    suggest,
 )
-from stillroom.job import MethodJob
 from stillroom.rundir import RunDirectory, read_jsonl, write_json_atomic, write_jsonl_atomic
 from stillroom.specs import ComponentRef, EndpointRef
+from stillroom.training import MethodJob
 
 __all__ = [
     "BudgetExceeded", "Completion", "Component", "ComponentConfig", "ComponentRef", "Context", "Dataset", "Endpoint",

@@ -49,7 +49,7 @@ def open_sqlite(path: Path, what: str, *, readonly: bool = False, **connect: Any
     fresh file to WAL needs an exclusive lock, and SQLite may answer "database is locked" at once, without its
     busy handler, while another process is creating the same file; that switch is retried for up to a minute.
     """
-    from stillroom.errors import UserError
+    from stillroom.roles import UserError
 
     target = f"file:{path}?mode=ro" if readonly else str(path)
     db = sqlite3.connect(target, uri=readonly, timeout=60, **connect)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from stillroom.errors import UserError, suggest
+from stillroom.roles import UserError, suggest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil large language models into small ones "
                   "and compare the results on a leaderboard.")
@@ -58,7 +58,7 @@ def run(spec: Path = typer.Argument(..., help="run spec (.toml or .yaml)"),
     """Run a spec: every method (at every seed), every evaluator, results to the leaderboard."""
     from stillroom.leaderboard import render_pivot
     from stillroom.runs import LAUNCHERS, LaunchOptions, execute, parse_jobs, parse_seeds, threads_per_job, visible_gpus
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown launcher {launcher!r}{suggest(launcher, LAUNCHERS)}; use local or slurm", "--launcher")
@@ -124,9 +124,10 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="output 
                                                     "long)")):
     """Show the leaderboard (one row per model entry: each metric with its interval and verdict against the
     reference, and the budget consumed), or compare two models with paired tests (--compare A B)."""
-    from stillroom.leaderboard import RenderOptions, check_comparison_format, render_comparison, shaped_rows
+    from stillroom.leaderboard import (RenderOptions, check_comparison_format, compare_models, render_comparison,
+                                      shaped_rows)
     from stillroom.plugin_manager import get_host
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     # --compare draws pairs of models in its own layouts; the leaderboard's formats are registered renderers
     if compare:
@@ -143,8 +144,6 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="output 
         raise UserError(f"{fmt} prints to the terminal; for a file use --format {', '.join(files) or '...'}", "-o")
     with ResultsStore.default() as store:
         if compare:
-            from stillroom.significance import compare_models
-
             text = render_comparison(compare_models(store, *compare, seed=seed), fmt, console)
         else:
             rows = store.rows(latest=not history, evaluator=evaluator, method=method, run_id=run_id, model=model)
@@ -173,8 +172,9 @@ def report(target: str = typer.Argument(..., metavar="RUN_OR_SPEC", help="a run 
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the page (default: "
                                                  "report.html in the run folder)")):
     """Write the HTML report of one run (leaderboard, verdicts, training curves, cost, samples) and print its path."""
-    from stillroom.report import html_report
-    from stillroom.store import ResultsStore
+    from stillroom.leaderboard import report_page
+    from stillroom.plugin_manager import get_host
+    from stillroom.results import ResultsStore
 
     with ResultsStore.default() as store:
         run_id = _run_of(target, store)
@@ -184,7 +184,10 @@ def report(target: str = typer.Argument(..., metavar="RUN_OR_SPEC", help="a run 
     if path is None:
         raise UserError(f"the store does not know run {run_id}'s folder; add -o report.html", "RUN_OR_SPEC")
     name = rows[0]["model"].split("/", 1)[0]
-    path.write_text(html_report(rows, title=f"{name} {run_id}"))
+    page = report_page(get_host(), rows, title=f"{name} {run_id}")
+    if page is None:
+        raise UserError("no output format named html is registered (is the formats plugin disabled?)", "report")
+    path.write_bytes(page if isinstance(page, bytes) else page.encode())
     sys.stdout.write(f"{path}\n")
 
 
@@ -248,13 +251,13 @@ def evaluate(evaluator: str = typer.Option(..., "--evaluator", "-e", help="evalu
              output_dir: Path = typer.Option(Path("runs"), "--output-dir", help="where the eval run directory goes"),
              fmt: str = typer.Option("table", "--format", "-f", help="table or json")):
     """Evaluate one model (or a predictions file) without a full run; results go to the leaderboard."""
-    from stillroom.context import Context
+    from stillroom.roles import Context
     from stillroom.leaderboard import render
     from stillroom.plugin_manager import build, get_host
     from stillroom.results import EvalRun, Evaluation, Lineage, evaluate_subject, record_run
     from stillroom.rundir import RunDirectory, new_run_id, run_containing
     from stillroom.runs import plugin_version
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     if fmt not in ("table", "json"):
         raise UserError(f"unknown format {fmt!r}; use table or json", "--format")
@@ -414,7 +417,7 @@ def plugins_install(name: str = typer.Argument(..., help="plugin name from regis
 @cache_app.command("stats")
 def cache_stats():
     """Entries and size of the call cache."""
-    from stillroom.context import Context
+    from stillroom.roles import Context
 
     sys.stdout.write(json.dumps(Context().cache.stats(), indent=2) + "\n")
 
@@ -422,7 +425,7 @@ def cache_stats():
 @cache_app.command("clear")
 def cache_clear(yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation")):
     """Delete every cached call."""
-    from stillroom.context import Context
+    from stillroom.roles import Context
 
     cache = Context().cache
     if not yes:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import platformdirs
 
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 
 
 def cache_dir() -> Path:

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 from stillroom import hookspecs
-from stillroom.errors import UserError, suggest
-from stillroom.roles import ROLES, Component
+from stillroom.roles import Component, ROLES, UserError, suggest
 
 if TYPE_CHECKING:
     from stillroom.leaderboard import OutputRenderer

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stillroom.errors import UserError
-from stillroom.roles import ROLES
+from stillroom.roles import ROLES, UserError
 
 
 class ComponentEntry(BaseModel):

@@ -1,25 +1,104 @@
-"""The base classes plugin authors subclass, one per role, and the small data types the roles exchange.
+"""The contract every component meets: the base classes plugin authors subclass, one per role, the small data
+types the roles exchange, the ``Context`` a component is built with and the ``UserError`` it raises.
 
 A component class carries ``name`` (the ``kind`` a spec uses), a nested pydantic ``Config`` whose fields are
-its options, and a one-sentence docstring. This module holds interfaces and plain data only; the work
-happens in plugins.
+its options, and a one-sentence docstring. Everything the core or one plugin calls on another component is
+declared here, typed; the hooks that register components are ``core/hookspecs.py``. This module holds
+interfaces and plain data only; the work happens in the core's other modules and in plugins.
 """
-
 from __future__ import annotations
 
 import abc
+import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from stillroom.context import Context
+    from stillroom.cache import CallCache
     from stillroom.rundir import RunDirectory
     from stillroom.specs import Budget
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors a user can fix: printed as one ``location: message`` line, exit code 2, no traceback. Anything else is a
+# bug in our code (or a plugin's) and keeps its traceback; ``STILLROOM_RAISE_ERRORS=1`` re-raises handled errors
+# too, for debugging.
+
+
+class UserError(Exception):
+    """An error the user can fix; the CLI prints ``location: message`` and exits 2."""
+
+    def __init__(self, message: str, location: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.lines = [str(self)]  # the error as printed, one item per line (a spec error names several)
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class BudgetExceeded(UserError):
+    """A call or cost budget would be exceeded; the run stops cleanly before it is."""
+
+
+def suggest(name: str, candidates) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What every component is built with.
+
+
+_DEFAULT = object()
+
+
+class Context:
+    """What a component can reach while it works: the call cache, the spec's named endpoints, the seed, the run
+    directory and the local data mirror. Components get one at construction; ``build`` makes a default one."""
+
+    def __init__(self, *, cache: "CallCache | None | object" = _DEFAULT, endpoints: "dict[str, Endpoint] | None" = None,
+                 seed: int = 0, run_dir: Path | None = None, data_root: Path | None | object = _DEFAULT,
+                 progress: bool = True):
+        self._cache = cache
+        self.endpoints: dict[str, Endpoint] = endpoints if endpoints is not None else {}
+        self.seed = seed
+        self.run_dir = run_dir
+        from stillroom import paths
+
+        self.data_root = paths.data_root() if data_root is _DEFAULT else data_root
+        self.progress = progress
+
+    @property
+    def cache(self) -> "CallCache | None":
+        if self._cache is _DEFAULT:
+            from stillroom import paths
+            from stillroom.cache import CallCache
+
+            self._cache = CallCache(paths.cache_dir() / "calls.sqlite")
+        return self._cache  # type: ignore[return-value]
+
+    def endpoint(self, name: str, location: str = "endpoint") -> "Endpoint":
+        if name not in self.endpoints:
+            raise UserError(f"no endpoint named {name!r}{suggest(name, self.endpoints)}; "
+                            f"defined: {', '.join(sorted(self.endpoints)) or 'none'}", location)
+        return self.endpoints[name]
+
+    def build(self, role: str, kind: str, **config: Any) -> "Component":
+        """Build another component with this context (how plugins meet without importing each other)."""
+        from stillroom.plugin_manager import build
+
+        return build(role, kind, context=self, **config)
+
+    def data_path(self, *parts: str) -> Path | None:
+        """A path inside the local data mirror, or None when no mirror is configured."""
+        return self.data_root.joinpath(*parts) if self.data_root else None
 
 
 class ComponentConfig(BaseModel):
@@ -38,8 +117,6 @@ class Component(abc.ABC):
         pass
 
     def __init__(self, config: ComponentConfig | None = None, context: "Context | None" = None):
-        from stillroom.context import Context
-
         self.config = config if config is not None else self.Config()
         self.context = context if context is not None else Context()
 
@@ -139,8 +216,6 @@ class Endpoint(Component):
         it, with log-probs normalised over the whole vocabulary (row 0 has no context: indices -1, log-probs
         -inf; so do missing alternatives). Token ids are the model's own vocabulary. Endpoints that set
         ``can_score`` implement it; the others raise a UserError."""
-        from stillroom.errors import UserError
-
         raise UserError(f"endpoint kind {self.name!r} cannot score prompts (no prompt log-probs)", "endpoint")
 
     @property
@@ -237,8 +312,6 @@ class Student(Component):
         """``(input ids, labels, weight)`` of one training record ({prompt or messages, target, optional weight})
         exactly as ``fit`` trains on it: labels are -100 outside the target. Methods that pair the training
         tokens with stored teacher signals (logit_kd) encode through it so both see the same tokens."""
-        from stillroom.errors import UserError
-
         raise UserError(f"student kind {self.name!r} cannot encode training examples", location)
 
     def fit(self, records: list[dict[str, Any]], *, steps: int, batch_size: int, learning_rate: float, seed: int,
@@ -258,8 +331,6 @@ class Student(Component):
         learning-rate schedule over from an earlier fit, whose schedule spans ``total_steps``; ``keep_state``
         names a folder to write this fit's final optimizer state to. Returns the stage metrics
         (``optimizer_steps``, ``train_sequences``, ``train_tokens``, ..., ``wall_seconds``, ``train_loss``)."""
-        from stillroom.errors import UserError
-
         raise UserError(f"student kind {self.name!r} cannot be fine-tuned (it has no fit)", "student")
 
 

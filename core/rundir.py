@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from stillroom import paths
 from stillroom.cache import open_sqlite
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 
 if TYPE_CHECKING:
     from stillroom.plugin_manager import PluginHost

@@ -2,7 +2,7 @@
 
 ``execute`` opens the run folder (``core/rundir.py``), builds the spec's components, builds the data as the
 first stage, runs every method entry at every seed (``run_entry``: a fresh student in a ``MethodJob`` of
-``core/job.py``, then every evaluator), evaluates the teacher and the base student, and records the results
+``core/training.py``, then every evaluator), evaluates the teacher and the base student, and records the results
 (``core/results.py``).
 
 An entry's result depends only on its method, options, seed and data: it starts from the base student's
@@ -29,16 +29,14 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from stillroom import rundir
-from stillroom.context import Context
-from stillroom.errors import UserError
-from stillroom.job import (MethodJob, accounted_endpoints, derive_seed, endpoint_usage, entry_stage_prefix,
-                           seed_everything)
 from stillroom.plugin_manager import PluginHost, get_host, use_host
 from stillroom.results import Evaluation, Lineage, SubjectResults, evaluate_subject, over_seeds
-from stillroom.roles import Component
+from stillroom.roles import Component, Context, UserError
 from stillroom.rundir import FINISHED, RunDirectory, process_rank, read_jsonl, write_json_atomic, write_jsonl_atomic
 from stillroom.specs import (SpecBase, SpecError, read_spec_file, reference_label, run_seeds, spec_hash,
                              validate_spec)
+from stillroom.training import (MethodJob, accounted_endpoints, derive_seed, endpoint_usage, entry_stage_prefix,
+                                seed_everything)
 
 
 @dataclass
@@ -177,9 +175,8 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     store. ``output_dir`` replaces the spec's own (for a packaged spec whose folder is not the user's);
     ``seeds`` replaces the spec's seeds (``--seeds``); ``launch`` (``LaunchOptions``) runs entries in
     parallel processes (``--jobs``, ``--launcher``)."""
-    from stillroom.leaderboard import render
-    from stillroom.results import record_run
-    from stillroom.store import ResultsStore
+    from stillroom.leaderboard import report_page
+    from stillroom.results import ResultsStore, record_run
 
     host = host or get_host()
     # absolute(), not resolve(): a symlinked spec (examples/quickstart.toml) keeps its runs next to the link
@@ -252,7 +249,9 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     if process_rank() != 0:
         return run
     rows = record_run(ResultsStore.default(), run, evaluations, lineages)
-    (folder / "report.html").write_text(render(rows, "html", title=f"{spec.name} {run_id}"))
+    page = report_page(host, rows, title=f"{spec.name} {run_id}")
+    if page is not None:
+        (folder / "report.html").write_bytes(page if isinstance(page, bytes) else page.encode())
     host.pm.hook.stillroom_run_finished(run=run, results=rows)
     (folder / FINISHED).touch()
     run_dir.event("run_finished", rows=len(rows))

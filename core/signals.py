@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from stillroom import paths
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 
 CODEC = "topk-gap-varint-u8log-tail16-deflate/2"
 MAGIC = b"SRTS1\n"

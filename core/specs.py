@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from stillroom.errors import UserError, suggest
 from stillroom.paths import read_utf8
 from stillroom.plugin_manager import PluginHost, get_host
-from stillroom.roles import Component, ComponentConfig, EvaluatorConfig, MethodConfig
+from stillroom.roles import Component, ComponentConfig, EvaluatorConfig, MethodConfig, UserError, suggest
 
 
 class SpecError(UserError):

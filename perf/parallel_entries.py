@@ -45,7 +45,7 @@ def write_spec(folder: Path, steps: int) -> Path:
 
 def timed_run(spec: Path, home: Path, jobs: int) -> tuple[float, dict]:
     from stillroom.runs import LaunchOptions, execute
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     os.environ["STILLROOM_HOME"] = str(home)
     launch = LaunchOptions(jobs=jobs, threads_per_job=1) if jobs > 1 else None

@@ -69,7 +69,7 @@ def test_quickstart_fast_end_to_end_then_from_the_caches(stillroom_host, tmp_pat
     from stillroom.cli import main
     from stillroom.leaderboard import pivot
     from stillroom.runs import execute
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     runs = tmp_path / "my-runs"
     pretrainings = quickstart_models.PRETRAININGS

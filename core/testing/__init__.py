@@ -80,7 +80,7 @@ def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden % heads:
-        from stillroom.errors import UserError
+        from stillroom.roles import UserError
 
         raise UserError(f"hidden ({hidden}) must be a multiple of heads ({heads})", "tiny model")
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 
 MARKER = "tiny_model.json"
 

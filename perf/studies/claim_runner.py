@@ -4,7 +4,7 @@ own method entries, at several seeds, through ``stillroom.runs.execute`` -- so e
 same engine under one budget, and the leaderboard's own paired statistics give the answer: per arm the exact
 match on held-out problems, and against the study's reference arm the difference, its 95% interval
 (hierarchical bootstrap over seeds, then problems) and a sign-flip p-value paired by (seed, problem),
-Holm-adjusted across the run's arms (core/significance.py, through ``stillroom.leaderboard.pivot``).
+Holm-adjusted across the run's arms (core/leaderboard.py, through ``stillroom.leaderboard.pivot``).
 
 Not a test: each run takes minutes. Results are printed and written as JSON (``--out``).
 """
@@ -69,7 +69,7 @@ def run_study(spec: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     from stillroom.runs import LaunchOptions, parse_jobs
     from stillroom.leaderboard import pivot
     from stillroom.runs import execute
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     import torch
 

@@ -10,7 +10,7 @@ fine-tuned on gold answers for ``--warm-steps`` steps (shared by every arm of th
 ``sft`` (more gold data), ``gkd`` (the quickstart's entry: lmbda 0.5, beta 0.5), and ``gkd_rl`` at each alpha
 (reverse KL to the quickstart teacher, 4 samples per prompt). Accuracy is exact match of the final answer on
 the held-out problems (greedy). Verdicts: paired over (seed, problem) with the core's sign-flip test and
-hierarchical bootstrap, Holm-corrected within each reference (core/significance.py ``verdicts_against``).
+hierarchical bootstrap, Holm-corrected within each reference (core/leaderboard.py ``verdicts_against``).
 Not a test: it takes minutes to an hour.
 
     STILLROOM_NO_PROGRESS=1 OMP_NUM_THREADS=1 .venv/bin/python perf/studies/gkd_rl_alpha.py --seeds 0,1,2,3,4 \\
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import stillroom
 from stillroom import Context, GenerationRequest
-from stillroom.job import MethodJob
+from stillroom.training import MethodJob
 from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 
@@ -107,7 +107,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
-    from stillroom.significance import verdicts_against
+    from stillroom.leaderboard import verdicts_against
 
     verdicts = {reference: verdicts_against(reference, {k: v for k, v in scores.items() if k != "teacher"})
                 for reference in ("sft", "gkd", f"gkd_rl a={alphas[-1]:g}")}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import stillroom
 from stillroom import Context, GenerationRequest
-from stillroom.job import MethodJob
+from stillroom.training import MethodJob
 from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 

@@ -73,7 +73,7 @@ def run_quickstart(output_dir: Path, *, fast: bool = False, resume: bool = False
     import torch
 
     from stillroom.runs import LaunchOptions, execute, parse_jobs, visible_gpus
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     count = parse_jobs(jobs)
     # each entry process trains on `threads` threads (tiny models: one), so `auto` fills every core

@@ -8,7 +8,10 @@ from toy_components import CALLS, CRASH, TOY_SPEC, toy
 def toy_host(stillroom_env):
     from stillroom.plugin_manager import make_host, use_host
 
-    host = make_host(modules={"toy": toy}, entry_points=False)
+    from stillroom.plugins import formats
+
+    # the toy plugin and the default output formats (every finished run writes its HTML report through them)
+    host = make_host(modules={"toy": toy, "formats": formats}, entry_points=False)
     previous = use_host(host)
     CALLS.update(teacher=0, train=0)
     CRASH["after_teacher"] = False

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stillroom.specs import BUDGET_RULE_FIELDS, SpecError, read_spec_file, validate_spec
-from stillroom.store import ResultsStore
+from stillroom.results import ResultsStore
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.toml"
 # a value each budget field can take, and a different one for the method entry

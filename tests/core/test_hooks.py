@@ -6,7 +6,7 @@ import types
 import pytest
 
 from stillroom import ComponentConfig, Loss, hookimpl, hookspecs
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 from stillroom.plugin_manager import make_host
 
 

@@ -17,10 +17,9 @@ from typer.testing import CliRunner
 
 import stillroom.cli
 from stillroom.cli import app
-from stillroom.errors import UserError
-from stillroom.leaderboard import add_gap_closed, gap_closed, render, sort_rows
-from stillroom.significance import mcnemar, paired_bootstrap
-from stillroom.store import ResultsStore
+from stillroom.leaderboard import add_gap_closed, gap_closed, mcnemar, paired_bootstrap, render, sort_rows
+from stillroom.results import ResultsStore
+from stillroom.roles import UserError
 
 REQUIRED = {"model", "method", "evaluator", "metric", "value", "n", "stderr", "run_id"}
 
@@ -127,7 +126,9 @@ def test_every_format(board):
     assert next(d for d in data if d["model"] == "demo/sft" and d["evaluator"] == "em")["run_id"] == "r2"
 
     # the report's layout is tested in test_report_browser.py; here: one self-contained page naming every model
-    html = render(rows, "html")
+    from stillroom.plugins.formats.report import html_report
+
+    html = html_report(rows)
     assert html.startswith("<!doctype html>") and all(name in html for name in ("demo/teacher", "demo/gkd"))
     assert not re.search(r"<script src|<link ", html)  # self-contained: nothing fetched
     with pytest.raises(UserError, match="unknown format"):
@@ -296,3 +297,40 @@ def test_pivot_rows_carry_intervals_verdicts_and_budget(board):
     assert len(md) == 2 + 4 and "demo/base" in md[2]  # lowest judge score first
     with pytest.raises(UserError, match="did you mean 'judge/score'"):
         render_pivot(rows, "md", sort="judge/scor")
+
+
+def test_the_run_report_is_the_registered_html_format(toy_spec, stillroom_env):
+    """A finished run's report.html, and `stillroom report`, draw through the renderer registered as html: a
+    plugin replacing it replaces the run's page; with no html renderer the run writes none and `report` says why."""
+    from toy_components import toy
+
+    from stillroom import OutputRenderer, hookimpl
+    from stillroom.plugin_manager import make_host, use_host
+    from stillroom.plugins import formats
+    from stillroom.runs import execute
+
+    class Page:
+        @hookimpl
+        def stillroom_register_output_renderers(self, register):
+            register(OutputRenderer("html", "a plain page", lambda rows, options: f"<p>{options.title}: "
+                                    + ", ".join(sorted(r["model"] for r in options.results)) + "</p>",
+                                    destination="file", extension=".html"))
+
+    for modules, expected in (({"toy": toy, "formats": formats, "page": Page()}, "<p>toy "),
+                              ({"toy": toy}, None)):
+        previous = use_host(make_host(modules=modules, entry_points=False))
+        try:
+            run = execute(toy_spec)
+            page = run.dir.root / "report.html"
+            if expected is None:
+                assert not page.exists()
+                with pytest.raises(UserError, match="no output format named html is registered"):
+                    result = CliRunner().invoke(app, ["report", run.id])
+                    raise result.exception
+            else:
+                assert page.read_text().startswith(expected + run.id) and "toy/copy" in page.read_text()
+                page.unlink()
+                assert CliRunner().invoke(app, ["report", run.id]).exit_code == 0
+                assert page.read_text().startswith(expected + run.id)
+        finally:
+            use_host(previous)

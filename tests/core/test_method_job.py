@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from stillroom.context import Context
-from stillroom.job import MethodJob, derive_seed
+from stillroom.roles import Context
+from stillroom.training import MethodJob, derive_seed
 from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget
 

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 from stillroom.plugin_manager import make_host
 
 GOOD = '''

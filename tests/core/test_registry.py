@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 from stillroom.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]

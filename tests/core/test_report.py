@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from stillroom.cli import app
-from stillroom.errors import UserError
-from stillroom.report import compact, html_report, metric_columns, verdict_matrices
-from stillroom.report_data import method_dynamics, stage_history, training_curves
-from stillroom.store import ResultsStore
+from stillroom.roles import UserError
+from stillroom.plugins.formats.report import compact, html_report, metric_columns, verdict_matrices
+from stillroom.plugins.formats.report_data import method_dynamics, stage_history, training_curves
+from stillroom.results import ResultsStore
 
 
 def page_data(html: str) -> dict:
@@ -28,7 +28,9 @@ def report_host(stillroom_env):
 
     from stillroom.plugin_manager import make_host, use_host
 
-    host = make_host(modules={"toy": toy, "reportkit": reportkit}, entry_points=False)
+    from stillroom.plugins import formats
+
+    host = make_host(modules={"toy": toy, "reportkit": reportkit, "formats": formats}, entry_points=False)
     previous = use_host(host)
     yield host
     use_host(previous)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from stillroom.leaderboard import pivot, render
+from stillroom.leaderboard import pivot
+from stillroom.plugins.formats.report import html_report
 from stillroom.rundir import read_jsonl
-from stillroom.store import ResultsStore
+from stillroom.results import ResultsStore
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
@@ -152,7 +153,9 @@ def quickstart_sized(stillroom_env):
     from stillroom.plugin_manager import make_host, use_host
     from stillroom.runs import execute
 
-    host = make_host(modules={"toy": toy, "reportkit": reportkit}, entry_points=False)
+    from stillroom.plugins import formats
+
+    host = make_host(modules={"toy": toy, "reportkit": reportkit, "formats": formats}, entry_points=False)
     previous = use_host(host)
     extra = "".join(f'\n[[methods]]\nkind = "memorise"\nlabel = "share{k}"\nshare = 0.{k}\n' for k in (2, 4, 6))
     spec = stillroom_env / "rep.toml"
@@ -287,7 +290,7 @@ def test_report_of_an_old_store_in_chromium(browser, tmp_path):
         rows = store.rows()
     assert {r["run_id"] for r in rows} == {"r1", "r2"}
     path = tmp_path / "report.html"
-    path.write_text(render(rows, "html"))
+    path.write_text(html_report(rows))
     browser.open(path)
     assert browser.js("return window.reportReady") is not None
     assert browser.js("return Array.from(document.querySelectorAll('section')).map(s => s.id)") == \

@@ -7,7 +7,7 @@ from stillroom.specs import load_spec, spec_hash
 
 from stillroom.rundir import find_resumable
 from stillroom.runs import execute
-from stillroom.store import ResultsStore
+from stillroom.results import ResultsStore
 
 
 def test_run_directory_layout_and_results(toy_host, toy_spec):

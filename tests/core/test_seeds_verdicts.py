@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stillroom.errors import UserError
-from stillroom.significance import (aggregate_seeds, hierarchical_bootstrap, holm, sign_flip_test, verdict,
+from stillroom.roles import UserError
+from stillroom.leaderboard import (aggregate_seeds, hierarchical_bootstrap, holm, sign_flip_test, verdict,
                                     verdicts_against)
-from stillroom.store import ResultsStore
+from stillroom.results import ResultsStore
 
 HERE = Path(__file__).parent
 
@@ -188,7 +188,7 @@ def _coin_per_seed_by_hand(seeds, train_examples=10, train_size=12):
     when the stage's first draws say so; it then answers exactly the kept prompts of the train split."""
     import random
 
-    from stillroom.job import derive_seed
+    from stillroom.training import derive_seed
 
     out = {}
     for seed in seeds:
@@ -229,9 +229,9 @@ def test_seeds_train_each_entry_once_per_seed_and_aggregate(toy_host, seeded_spe
 
 
 def test_pairwise_comparisons_agree_with_the_verdicts(toy_host, seeded_spec):
-    """The verdict matrix's pairs (significance.pairwise) agree with the reference comparisons of the same run."""
+    """The verdict matrix's pairs (leaderboard.pairwise) agree with the reference comparisons of the same run."""
     from stillroom.runs import execute
-    from stillroom.significance import pairwise
+    from stillroom.leaderboard import pairwise
 
     run = execute(seeded_spec, host=toy_host)
     with ResultsStore.default() as store:

@@ -5,7 +5,7 @@ import sys
 import pytest
 from toy_components import TOY_SPEC
 
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 from stillroom.specs import SpecError, load_spec, spec_model, validate_spec
 
 

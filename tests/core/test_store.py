@@ -11,7 +11,7 @@ from stillroom.results import EvalRun, Evaluation, Lineage, record_run
 from stillroom.roles import MetricValue
 from stillroom.rundir import RunDirectory, run_containing
 from stillroom.runs import Run
-from stillroom.store import ResultsStore
+from stillroom.results import ResultsStore
 
 LINEAGE = dict(method="sft", options={"kind": "sft", "epochs": 2, "budget": {"steps": 10}},
                teacher={"kind": "hf", "model": "tiny-teacher"}, data={"kind": "local", "checksum": "abc123"},

@@ -20,11 +20,12 @@ from typer.testing import CliRunner
 import stillroom.cli
 from stillroom import hookimpl
 from stillroom.cli import app
-from stillroom.errors import UserError
+from stillroom.roles import UserError
 from stillroom.leaderboard import OutputRenderer, RenderOptions, metric_keys, render, render_pivot
 from stillroom.plugin_manager import make_host, use_host
 from stillroom.plugins import formats
-from stillroom.store import ResultsStore
+from stillroom.plugins.formats.report import html_report
+from stillroom.results import ResultsStore
 
 SCORES = {"teacher": 0.9, "base": 0.3, "sft": 0.55, "gkd": 0.7}
 
@@ -124,7 +125,7 @@ def test_the_builtin_table_and_html(board, host_with, stillroom_env):
     assert "gkd" in table and "vs ref" in table and "accuracy" in table
     leaderboard("-f", "html", "-o", str(stillroom_env / "board.html"))
     page = (stillroom_env / "board.html").read_text()
-    assert page == render(board.rows(), "html")
+    assert page == html_report(board.rows())
     with pytest.raises(UserError, match="add -o leaderboard.html"):
         leaderboard("-f", "html")
     with pytest.raises(UserError, match="table prints to the terminal; for a file use --format md, csv, json, html"):

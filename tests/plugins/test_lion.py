@@ -389,7 +389,7 @@ def test_pools_reviews_and_resume_without_repeated_calls(scripted, tmp_path, tin
     assert dyn["iterations"][1]["asked_teacher"] == 8 and dyn["iterations"][1]["protocol_teacher"] == 8 + 32
     assert dyn["plan"]["pool_sizes"] == [24, 8, 8] and sum(dyn["plan"]["steps"]) == 6
     assert (folder / "dynamics.svg").read_text().startswith("<svg") and "| it |" in (folder / "dynamics.md").read_text()
-    from stillroom.store import ResultsStore
+    from stillroom.results import ResultsStore
 
     with ResultsStore.default() as store:
         rows = [r for r in store.rows(run_id=run.id, latest=False) if r.get("method") == "lion"]

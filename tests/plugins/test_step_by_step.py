@@ -20,7 +20,7 @@ from stillroom.plugins.step_by_step.prompts import (Exemplar, PromptOptions, bui
                                                     read_exemplars_file, upstream_labels_match)
 from stillroom.plugins.step_by_step.training import (TrainingSettings, combine_losses, encode_example,
                                                      train_step_by_step)
-from stillroom.job import MethodJob
+from stillroom.training import MethodJob
 from stillroom.rundir import RunDirectory
 from stillroom.specs import Budget, load_spec
 from stillroom.testing import tiny_llama, tiny_tokenizer

@@ -4,7 +4,7 @@ Every function takes pivot entries (``leaderboard.pivot``) and the display names
 them, follows the paths the entries carry (``run_dir``; each metric's ``seed_samples``) and returns plain,
 JSON-ready data for ``report_assets/report.js`` to draw. Missing or unreadable pieces are left out, never
 invented. An entry's stages live under ``stages/methods/<label>/`` with a ``seed<s>/`` level when its run
-trained several seeds (``job.entry_stage_prefix``). This module reads; it writes nothing.
+trained several seeds (``training.entry_stage_prefix``). This module reads; it writes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stillroom.job import entry_stage_prefix
+from stillroom.training import entry_stage_prefix
 
 SAMPLE_CAP = 500  # items per benchmark embedded for the drill-down (keeps the quickstart page well under 2 MB)
 TEXT_CAP = 1500  # characters kept of one prompt, reference or prediction

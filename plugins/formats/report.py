@@ -5,7 +5,7 @@ Sections, each omitted when it has nothing to show:
 - the leaderboard pivoted by ``leaderboard.pivot``: one row per model entry, per benchmark metric the value
   with its 95% interval (and per-seed values), the verdict against the run's reference with its p-value, and
   the budget the entry consumed; sortable by any header;
-- a verdict matrix per run and metric from ``significance.pairwise``: every pair, difference and p-value,
+- a verdict matrix per run and metric from ``leaderboard.pairwise``: every pair, difference and p-value,
   coloured where p < 0.05;
 - training curves: loss against optimizer step per entry, seeds overlaid, from each training stage's
   ``log_history.jsonl`` (``log_history.json`` or a ``losses`` list as fallbacks);
@@ -29,7 +29,7 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from stillroom.report_data import ITERATION_PREFIX, SAMPLE_CAP, method_dynamics, number, sample_view, training_curves
+from stillroom.plugins.formats.report_data import ITERATION_PREFIX, SAMPLE_CAP, method_dynamics, number, sample_view, training_curves
 
 BUDGET = [("optimizer_steps", "steps"), ("train_sequences", "sequences"), ("train_tokens", "train tokens"),
           ("teacher_forward_tokens", "teacher fwd tokens"), ("teacher_calls", "teacher calls"),
@@ -261,7 +261,7 @@ def _options(values: list[tuple[str, str]], selected: str | None = None) -> str:
 
 
 def _asset(name: str) -> str:
-    return (resources.files("stillroom") / "report_assets" / name).read_text(encoding="utf-8")
+    return (resources.files("stillroom.plugins.formats") / "report_assets" / name).read_text(encoding="utf-8")
 
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -270,8 +270,7 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'
 def html_report(rows: list[dict[str, Any]], *, title: str = "stillroom leaderboard", sample_cap: int = SAMPLE_CAP) -> str:
     """The whole page for leaderboard ``rows`` (``ResultsStore.rows`` form, one per model, evaluator, metric);
     the drill-down embeds the first ``sample_cap`` items of each benchmark and says so when there are more."""
-    from stillroom.leaderboard import pivot
-    from stillroom.significance import pairwise
+    from stillroom.leaderboard import pairwise, pivot
 
     entries = pivot(rows)
     names = entry_names(entries)
