@@ -483,8 +483,6 @@ def slurm_parameters(options: LaunchOptions) -> dict[str, Any]:
 
 
 def _executor(options: LaunchOptions, folder: Path):
-    import shutil
-
     import submitit
 
     if options.launcher == "slurm":

@@ -121,8 +121,8 @@ def pivot_table(entries: list[dict[str, Any]], names: list[str], metrics: list[d
         arrow = "higher is better" if metric["higher_is_better"] else "lower is better"
         heads.append(f'<th class="num" data-type="num" data-metric="{escape(metric["key"])}" title="{arrow}">'
                      f'{escape(metric["label"])}</th>')
-        heads.append(f'<th class="num" data-type="num" title="difference from the reference, Holm-corrected p-value">'
-                     f'vs reference</th>')
+        heads.append('<th class="num" data-type="num" title="difference from the reference, Holm-corrected p-value">'
+                     'vs reference</th>')
     heads += [f'<th class="num" data-type="num" data-budget="{key}">{escape(label)}</th>' for key, label in budget]
     body = []
     for entry, name in zip(entries, names):
