@@ -34,6 +34,9 @@ def arguments(description: str, *, steps: int = 300, seeds: str = "0,1,2,3,4",
     parser.add_argument("--steps", type=int, default=steps, help="optimizer steps of every arm")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak learning rate of every arm (default: the quickstart budget's)")
+    parser.add_argument("--warmup-ratio", type=float, default=None,
+                        help="linear warm-up of every arm, a fraction of the steps (default: the quickstart "
+                             "budget's)")
     parser.add_argument("--test-size", type=int, default=200, help="held-out problems scored per seed")
     parser.add_argument("--jobs", default="2", help="entries trained at once (separate processes)")
     parser.add_argument("--output-dir", default=None, help="run folders (default: a temporary folder)")
@@ -60,6 +63,8 @@ def study_spec(name: str, methods: list[dict[str, Any]], reference: str, args: a
     spec["budget"] = {**spec["budget"], "steps": args.steps, "train_examples": train_examples, **(budget or {})}
     if args.learning_rate:  # --learning-rate; else the quickstart budget's
         spec["budget"]["learning_rate"] = args.learning_rate
+    if args.warmup_ratio is not None:  # --warmup-ratio (0 for none); else the quickstart budget's
+        spec["budget"]["warmup_ratio"] = args.warmup_ratio or None
     spec["evaluators"] = [{"kind": "exact_match", "rouge": False, "split": split}]
     return spec
 

@@ -8,8 +8,8 @@ Four choices (``--choice``):
   forward KL (lmbda 1, beta 0) and the earlier quickstart setting (lmbda 0.5, beta 0.5).
 - ``budget``: sft from the pretrained base under the budget given by ``--steps`` and ``--learning-rate``
   (default: the quickstart's own); one run per budget, since the budget is shared by every entry of a run.
-- ``warmup``: sft without and with a 5% linear learning-rate warm-up (sft's own option; the [budget] has no
-  warm-up field, so it cannot yet be given to every method alike).
+- ``warmup``: sft without and with a 5% linear learning-rate warm-up (sft's own option; to give every method
+  the same warm-up, run ``--choice quickstart --warmup-ratio 0.05``, which sets ``budget.warmup_ratio``).
 - ``quickstart``: every method entry of the packaged spec under that budget, compared with sft: the demo
   itself, scored on validation problems.
 
