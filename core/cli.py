@@ -131,7 +131,7 @@ def leaderboard(fmt: str = typer.Option("table", "--format", "-f", help="output 
 
     # --compare draws pairs of models in its own layouts; the leaderboard's formats are registered renderers
     if compare:
-        check_comparison_format(fmt)
+        check_comparison_format(fmt, get_host().renderers)
         renderer, terminal = None, fmt == "table"
     else:
         renderer = get_host().renderer(fmt)
@@ -187,7 +187,7 @@ def report(target: str = typer.Argument(..., metavar="RUN_OR_SPEC", help="a run 
     page = report_page(get_host(), rows, title=f"{name} {run_id}")
     if page is None:
         raise UserError("no output format named html is registered (is the formats plugin disabled?)", "report")
-    path.write_bytes(page if isinstance(page, bytes) else page.encode())
+    path.write_bytes(page)
     sys.stdout.write(f"{path}\n")
 
 

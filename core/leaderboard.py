@@ -18,6 +18,7 @@ What ``--format`` accepts is not decided here: output formats are ``OutputRender
 plugin's ``trylast`` defaults, which call the layouts below; the HTML report is that plugin's too). This module
 computes and formats; it neither queries nor writes the store.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from stillroom.roles import UserError, suggest
 from stillroom.results import BUDGET_COLUMNS, COMPARISON_FIELDS
@@ -38,8 +39,7 @@ if TYPE_CHECKING:
     from stillroom.plugin_manager import PluginHost
 
 # the layouts this module draws; what `--format` accepts is the renderer registry (``PluginHost.renderers``)
-LAYOUTS = ("table", "md", "csv", "json")
-COMPARISON_LAYOUTS = ("table", "md", "csv", "json")  # `--compare` results are pairs of models, not leaderboard rows
+LAYOUTS = ("table", "md", "csv", "json")  # `--compare` draws its pairs of models in these too
 COLUMNS = ["model", "method", "evaluator", "metric", "value", "stderr", "n", "seeds", "verdict", "p_value",
            "gap_closed", "wall_seconds", "teacher_calls", "cost", "run_id"]
 JSON_FIELDS = [*COLUMNS, "role", "ci_low", "ci_high", "higher_is_better", "spec_hash", "created", "samples_path",
@@ -119,16 +119,17 @@ def shaped_rows(rows: list[dict[str, Any]], shape: Shape, *, sort: str | None = 
     return sort_rows(rows, sort, descending) if sort else rows
 
 
-def report_page(host: PluginHost, rows: list[dict[str, Any]], *, title: str) -> str | bytes | None:
+def report_page(host: PluginHost, rows: list[dict[str, Any]], *, title: str) -> bytes | None:
     """A run's report: its long ``rows`` drawn by the output renderer registered as ``html`` (the ``formats``
-    plugin's page unless a plugin replaces it), the way ``stillroom leaderboard --format html`` draws them; None
-    when no renderer has that name."""
+    plugin's page unless a plugin replaces it), the way ``stillroom leaderboard --format html`` draws them, as
+    the bytes to write; None when no renderer has that name."""
     registered = host.renderers.get("html")
     if registered is None:
         return None
     renderer = registered.renderer
-    return renderer.render(shaped_rows(rows, renderer.shape), RenderOptions(shape=renderer.shape, results=rows,
-                                                                             title=title))
+    page = renderer.render(shaped_rows(rows, renderer.shape), RenderOptions(shape=renderer.shape, results=rows,
+                                                                            title=title))
+    return page if isinstance(page, bytes) else page.encode()
 
 
 def gap_closed(student: float, base: float, teacher: float) -> float | None:
@@ -229,10 +230,11 @@ def render_comparison(results: list[dict[str, Any]], fmt: str = "table", console
     return _compact_comparison(results, title, console)
 
 
-def check_comparison_format(fmt: str) -> None:
-    """A one-line error unless ``fmt`` is a layout of ``--compare`` (table, md, csv or json)."""
-    if fmt not in COMPARISON_LAYOUTS:
-        unknown = "" if fmt in LAYOUTS else f"unknown format {fmt!r}{suggest(fmt, COMPARISON_LAYOUTS)}; "
+def check_comparison_format(fmt: str, formats: Iterable[str] = ()) -> None:
+    """A one-line error unless ``fmt`` is a layout of ``--compare`` (table, md, csv or json); ``formats`` are the
+    registered output formats' names, which the error does not call unknown."""
+    if fmt not in LAYOUTS:
+        unknown = "" if fmt in formats else f"unknown format {fmt!r}{suggest(fmt, LAYOUTS)}; "
         raise UserError(f"{unknown}--compare renders as table, md, csv or json", "--format")
 
 

@@ -16,6 +16,7 @@ resumed run never duplicates its rows. Per-sample records stay in the run direct
 This module records and keeps; it trains nothing, draws no conclusion beyond averaging over seeds, and renders
 nothing.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ its options, and a one-sentence docstring. Everything the core or one plugin cal
 declared here, typed; the hooks that register components are ``core/hookspecs.py``. This module holds
 interfaces and plain data only; the work happens in the core's other modules and in plugins.
 """
+
 from __future__ import annotations
 
 import abc
@@ -66,12 +67,12 @@ class Context:
     def __init__(self, *, cache: "CallCache | None | object" = _DEFAULT, endpoints: "dict[str, Endpoint] | None" = None,
                  seed: int = 0, run_dir: Path | None = None, data_root: Path | None | object = _DEFAULT,
                  progress: bool = True):
+        from stillroom import paths  # not at the top: paths raises this module's UserError
+
         self._cache = cache
         self.endpoints: dict[str, Endpoint] = endpoints if endpoints is not None else {}
         self.seed = seed
         self.run_dir = run_dir
-        from stillroom import paths
-
         self.data_root = paths.data_root() if data_root is _DEFAULT else data_root
         self.progress = progress
 

@@ -251,7 +251,7 @@ def execute(spec_path: str | Path, *, resume: bool = False, host: PluginHost | N
     rows = record_run(ResultsStore.default(), run, evaluations, lineages)
     page = report_page(host, rows, title=f"{spec.name} {run_id}")
     if page is not None:
-        (folder / "report.html").write_bytes(page if isinstance(page, bytes) else page.encode())
+        (folder / "report.html").write_bytes(page)
     host.pm.hook.stillroom_run_finished(run=run, results=rows)
     (folder / FINISHED).touch()
     run_dir.event("run_finished", rows=len(rows))

@@ -21,6 +21,7 @@ It neither schedules entries nor evaluates them (``core/runs.py`` does); it writ
 (``core/rundir.py``). torch and transformers are imported inside the functions that use them, so importing
 stillroom stays fast.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,7 +38,7 @@ from typing import Any, Callable
 
 from stillroom.results import BUDGET_COLUMNS, evaluate_subject
 from stillroom.roles import Component, Context, Evaluator, Job, MetricValue, Student, UserError
-from stillroom.rundir import RunDirectory, naming, process_rank, records_stage
+from stillroom.rundir import RunDirectory, naming, process_rank, read_jsonl, records_stage
 from stillroom.specs import Budget
 
 MARKER = "stillroom_consumption.json"
@@ -600,7 +601,7 @@ class small_model_threads:
 
 def read_log_history(folder) -> list[dict[str, Any]]:
     path = Path(folder) / LOG_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def save_state(trainer, folder: Path) -> None:

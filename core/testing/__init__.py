@@ -105,6 +105,23 @@ def save_tiny_model(path: str | Path, *, corpus: str | list[str] | None = None, 
     return path
 
 
+def install_plugin(site: str | Path, name: str, version: str, entry_points: dict[str, str],
+                   sources: dict[str, str]) -> Path:
+    """Write a real installed distribution ``name`` into ``site``, a folder to put on ``sys.path`` or
+    ``PYTHONPATH``: its metadata, one ``stillroom`` entry point per ``entry_points`` item (entry name -> module)
+    and a module file per ``sources`` item (module -> source text). Returns ``site``. Loads exactly like a
+    pip-installed plugin, so a test can go through the real CLI."""
+    site = Path(site)
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text("[stillroom]\n" + "".join(f"{entry} = {module}\n"
+                                                                    for entry, module in entry_points.items()))
+    for module, source in sources.items():
+        (site / f"{module}.py").write_text(source)
+    return site
+
+
 def free_port() -> int:
     """A TCP port free on loopback (127.0.0.1) right now."""
     with socket.socket() as sock:

@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from stillroom.roles import UserError
 from stillroom.plugin_manager import make_host
+from stillroom.roles import UserError
+from stillroom.testing import install_plugin
 
 GOOD = '''
 from pydantic import Field
@@ -30,13 +31,10 @@ def stillroom_register_losses(register):
 @pytest.fixture
 def fake_site(tmp_path, monkeypatch):
     """A folder on sys.path holding a real installed distribution with stillroom entry points."""
-    site = tmp_path / "site"
-    dist = site / "fakeplug-1.2.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2\n")
-    (dist / "entry_points.txt").write_text("[stillroom]\ngood = fakeplug_good\nbroken = fakeplug_broken\n")
-    (site / "fakeplug_good.py").write_text(GOOD)
-    (site / "fakeplug_broken.py").write_text("raise RuntimeError('this plugin is broken on purpose')\n")
+    site = install_plugin(tmp_path / "site", "fakeplug", "1.2",
+                          {"good": "fakeplug_good", "broken": "fakeplug_broken"},
+                          {"fakeplug_good": GOOD,
+                           "fakeplug_broken": "raise RuntimeError('this plugin is broken on purpose')\n"})
     monkeypatch.syspath_prepend(str(site))
     for name in ("fakeplug_good", "fakeplug_broken"):
         sys.modules.pop(name, None)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 import stillroom
-import stillroom.results
 from stillroom.cli import app
+from stillroom.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = Path(stillroom.__file__).resolve().parent
@@ -102,7 +102,7 @@ def test_stillroom_run_touches_only_the_modules_the_page_names(stillroom_host, t
     ran = traced_modules(lambda: outcome.update(result=CliRunner().invoke(app, ["run", str(spec)])))
     result = outcome["result"]
     assert result.exit_code == 0, result.output
-    rows = stillroom.results.ResultsStore.default().rows()
+    rows = ResultsStore.default().rows()
     assert {"walk/teacher", "walk/base", "walk/sft"} <= {row["model"] for row in rows}  # the walk's end
 
     table = walk_table()

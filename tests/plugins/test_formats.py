@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 import stillroom.cli
 from stillroom import hookimpl
 from stillroom.cli import app
-from stillroom.roles import UserError
 from stillroom.leaderboard import OutputRenderer, RenderOptions, metric_keys, render, render_pivot
 from stillroom.plugin_manager import make_host, use_host
 from stillroom.plugins import formats
 from stillroom.plugins.formats.report import html_report
 from stillroom.results import ResultsStore
+from stillroom.roles import UserError
+from stillroom.testing import install_plugin
 
 SCORES = {"teacher": 0.9, "base": 0.3, "sft": 0.55, "gkd": 0.7}
 
@@ -190,6 +191,11 @@ def test_unknown_format_lists_the_registered_ones(board, host_with):
     # --compare draws pairs of models in its own layouts, not through the renderers
     with pytest.raises(UserError, match="--compare renders as table, md, csv or json"):
         leaderboard("--compare", "demo/gkd", "demo/base", "-f", "tsv")
+    # a registered format is not called unknown; one that nobody registered is
+    for fmt, message in (("html", "--format: --compare renders"), ("tvs", "--format: unknown format 'tvs'")):
+        with pytest.raises(UserError) as caught:
+            leaderboard("--compare", "demo/gkd", "demo/base", "-f", fmt)
+        assert str(caught.value).startswith(message)
     assert json.loads(leaderboard("--compare", "demo/gkd", "demo/base", "-f", "json"))[0]["evaluator"] == "em"
 
 
@@ -232,12 +238,8 @@ def stillroom_register_output_renderers(register):
 
 def test_an_installed_plugin_format_appears_in_help_and_renders(board, stillroom_env, tmp_path):
     """The author's path: a distribution with a ``stillroom`` entry point, then the real command line."""
-    site = tmp_path / "site"
-    dist = site / "stillroom_tsv-0.3.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stillroom-tsv\nVersion: 0.3\n")
-    (dist / "entry_points.txt").write_text("[stillroom]\ntsv = stillroom_tsv\n")
-    (site / "stillroom_tsv.py").write_text(INSTALLED)
+    site = install_plugin(tmp_path / "site", "stillroom-tsv", "0.3", {"tsv": "stillroom_tsv"},
+                          {"stillroom_tsv": INSTALLED})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "200"}
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from relkit import EXAMPLES, ROOT, cli_env, free_port, half_written, read_events, stillroom, to_toml
+from relkit import ROOT, cli_env, free_port, half_written, read_events, stillroom, to_toml
+
+from stillroom.testing import install_plugin
 
 ACCELERATE = ROOT / ".venv" / "bin" / "accelerate"
 
@@ -62,11 +64,8 @@ def stillroom_register_losses(register):
 
 
 def _install_probe(site: Path) -> None:
-    dist = site / "stillroom_rank_probe-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stillroom-rank-probe\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[stillroom]\nrank_probe = stillroom_rank_probe\n")
-    (site / "stillroom_rank_probe.py").write_text(PROBE)
+    install_plugin(site, "stillroom-rank-probe", "0.1", {"rank_probe": "stillroom_rank_probe"},
+                   {"stillroom_rank_probe": PROBE})
 
 
 TINY_TEACHER = {"kind": "quickstart", "shape": {"layers": 1, "hidden": 32, "heads": 2}, "device": "cpu",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Callable
 import pytest
 
 from relkit import cli_env, closed_port, half_written, meaningful_lines, stillroom, to_toml
+
+from stillroom.testing import install_plugin
 
 RECORDS = [{"prompt": f"What is {a} + {b}?", "target": f"{a} + {b} = {a + b}. The answer is {a + b}."}
            for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4), (6, 1), (9, 9)]]
@@ -94,12 +95,8 @@ def _with_teacher(teacher: dict, method: str = "seqkd"):
 def _broken_plugin(ctx: Ctx) -> None:
     """A fake distribution on PYTHONPATH whose `stillroom` entry point raises on import."""
     site = ctx.root / "site"
-    dist = site / "stillroom_broken-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stillroom-broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[stillroom]\nbroken = stillroom_broken\n")
-    (site / "stillroom_broken.py").write_text(
-        "raise RuntimeError('the broken plugin fails on import\\nwith a second line')\n")
+    failing = "raise RuntimeError('the broken plugin fails on import\\nwith a second line')\n"
+    install_plugin(site, "stillroom-broken", "0.1", {"broken": "stillroom_broken"}, {"stillroom_broken": failing})
     ctx.env_extra["PYTHONPATH"] = str(site)
 
 

@@ -22,6 +22,8 @@ import pytest
 
 from relkit import PYTHON, cli_env, half_written, read_events, sqlite_ok, stillroom
 
+from stillroom.testing import install_plugin
+
 
 LEFTOVERS: dict[str, list[str]] = {}  # what the first kill left in the models folder, for the test after
 
@@ -60,12 +62,8 @@ def stillroom_stage_finished(run, stage, metrics):
 
 def _pause_plugin(site: Path) -> Path:
     """Install the pause observer as a real distribution on a folder put on PYTHONPATH."""
-    dist = site / "killwindow-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: killwindow\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[stillroom]\nkillwindow = killwindow_observer\n")
-    (site / "killwindow_observer.py").write_text(PAUSE_PLUGIN)
-    return site
+    return install_plugin(site, "killwindow", "1.0", {"killwindow": "killwindow_observer"},
+                          {"killwindow_observer": PAUSE_PLUGIN})
 
 
 def _values(rows):
